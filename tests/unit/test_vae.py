@@ -1,0 +1,156 @@
+"""CNN-TreeVAE math on tiny tensors: probabilities, posterior merge, KL terms, freezing."""
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Bernoulli, Normal, kl_divergence
+
+from treediff.vae import TreeVAE, TreeVAEConfig
+from treediff.vae.losses import kl_bernoulli, kl_normal, kl_weight, precision_merge
+
+TINY = dict(in_channels=1, image_size=8, representation_dim=2, latent_channels=4, bottom_up_channels=8, max_depth=4)
+
+
+def tiny_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return TreeVAE(TreeVAEConfig(**(TINY | kw)))
+
+
+def batch(n=6, seed=1, c=1, s=8):
+    return torch.rand(n, c, s, s, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def grown(model):
+    model.split(1)
+    model.split(4)  # leaves 2, 3, 9, 10
+    return model
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_leaf_probabilities_sum_to_one(prune):
+    m = grown(tiny_model())
+    if prune:
+        m.prune(9)  # node 4 becomes a pass-through with only child 10
+        assert not m.tree.is_router(4) and str(4) not in m.post_router
+    x = batch()
+    out = m(x)
+    assert out.leaves == m.tree.leaves
+    torch.testing.assert_close(out.leaf_probs.sum(1), torch.ones(len(x)))
+    m.eval()
+    torch.testing.assert_close(m.leaf_probs(x).sum(1), torch.ones(len(x)))
+    torch.testing.assert_close(m.generate(5).leaf_probs.sum(1), torch.ones(5))
+
+
+def test_posterior_merge_matches_closed_form():
+    g = torch.Generator().manual_seed(0)
+    mu1, mu2 = torch.randn(5, generator=g), torch.randn(5, generator=g)
+    v1, v2 = torch.rand(5, generator=g) + 0.1, torch.rand(5, generator=g) + 0.1
+    mu, var = precision_merge(mu1, v1, mu2, v2)
+    torch.testing.assert_close(var, v1 * v2 / (v1 + v2), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mu, (mu1 * v2 + mu2 * v1) / (v1 + v2), rtol=1e-5, atol=1e-6)
+    # the product of the two densities is proportional to N(mu, var): log-ratio constant in t
+    t = torch.linspace(-3, 3, 7).unsqueeze(1)
+    lhs = Normal(mu1, v1.sqrt()).log_prob(t) + Normal(mu2, v2.sqrt()).log_prob(t)
+    ratio = lhs - Normal(mu, var.sqrt()).log_prob(t)
+    torch.testing.assert_close(ratio, ratio[:1].expand_as(ratio), rtol=1e-4, atol=1e-4)
+
+
+def test_kl_terms_match_torch_and_vanish_when_equal():
+    g = torch.Generator().manual_seed(0)
+    mq, mp = torch.randn(3, 2, 2, 2, generator=g), torch.randn(3, 2, 2, 2, generator=g)
+    vq, vp = torch.rand(3, 2, 2, 2, generator=g) + 0.2, torch.rand(3, 2, 2, 2, generator=g) + 0.2
+    ref = kl_divergence(Normal(mq, vq.sqrt()), Normal(mp, vp.sqrt())).flatten(1).sum(1)
+    torch.testing.assert_close(kl_normal(mq, vq, mp, vp), ref, rtol=1e-4, atol=1e-5)
+    assert (kl_normal(mq, vq, mp, vp) >= 0).all()
+    torch.testing.assert_close(kl_normal(mq, vq, mq, vq), torch.zeros(3), atol=1e-6, rtol=0)
+
+    lq, lp = torch.randn(50, generator=g) * 3, torch.randn(50, generator=g) * 3
+    ref = kl_divergence(Bernoulli(logits=lq), Bernoulli(logits=lp))
+    torch.testing.assert_close(kl_bernoulli(lq, lp), ref, rtol=1e-4, atol=1e-5)
+    assert (kl_bernoulli(lq, lp) >= -1e-7).all()
+    torch.testing.assert_close(kl_bernoulli(lq, lq), torch.zeros(50), atol=1e-6, rtol=0)
+
+
+def test_model_kl_terms_are_non_negative():
+    out = grown(tiny_model())(batch())
+    for term in (out.kl_root, out.kl_nodes, out.kl_decisions):
+        assert (term >= -1e-5).all()
+
+
+def test_kl_annealing_schedule():
+    assert [kl_weight(e, 0.0, 0.25) for e in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert kl_weight(0, 0.5, 0.1) == 0.5
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_growth_phase_freezes_everything_outside_the_new_subtree():
+    m = grown(tiny_model())
+    params = m.set_trainable(4)
+    m.train()
+    sub = {id(p) for mod in m.subtree_modules(4) for p in mod.parameters()}
+    assert {id(p) for p in params} == sub
+    names_sub = {n for n, p in m.named_parameters() if id(p) in sub}
+    assert names_sub and all(any(n.startswith(f"{d}.{i}.") for d in ("prior_router", "post_router", "dense",
+                                                                       "transform", "decoder") for i in (4, 9, 10))
+                             for n in names_sub)
+    before = snapshot(m)
+    opt = torch.optim.Adam(params, lr=1e-2, weight_decay=1e-5)
+    loss = m(batch(8), subtree=4).loss(1.0)
+    loss.backward()
+    opt.step()
+    after = snapshot(m)
+    sub_keys = {k for k in before if any(k.startswith(f"{d}.{i}.") for d in ("prior_router", "post_router", "dense",
+                                                                               "transform", "decoder")
+                                         for i in (4, 9, 10)) and not (k.startswith("dense.4.") or
+                                                                       k.startswith("transform.4."))}
+    frozen = set(before) - sub_keys
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen), \
+        [k for k in frozen if not torch.equal(before[k], after[k])]  # weights and BN statistics
+    moved = [k for k in sub_keys if k.endswith("weight") and not torch.equal(before[k], after[k])]
+    assert len(moved) > 10
+    assert not m.encoder.training and m.decoder["9"].training  # frozen parts stay in eval mode
+
+
+def test_subtree_loss_has_the_full_elbo_gradient():
+    """The phase loss is the part of the full ELBO that depends on the new subtree's weights."""
+    m = grown(tiny_model())
+    params = m.set_trainable(4)
+    m.train()
+    x = batch(8)
+    g_sub = torch.autograd.grad(m(x, subtree=4, sample=False).loss(0.7), params)
+    g_full = torch.autograd.grad(m(x, sample=False).loss(0.7), params)
+    for a, b in zip(g_sub, g_full):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_wrong_input_shape_names_the_fields():
+    with pytest.raises(ValueError, match="model.image_size"):
+        tiny_model()(batch(s=28))
+
+
+def test_generation_and_reconstruction_shapes():
+    m = grown(tiny_model()).eval()
+    g = m.generate(4, generator=torch.Generator().manual_seed(0))
+    imgs, leaves = g.most_probable()
+    assert imgs.shape == (4, 1, 8, 8) and set(leaves.tolist()) <= set(m.tree.leaves)
+    assert imgs.min() >= -1 and imgs.max() <= 1
+    xh, leaves = m.reconstruct(batch(5))
+    assert xh.shape == (5, 1, 8, 8) and set(leaves.tolist()) <= set(m.tree.leaves)
+
+
+def test_colour_encoder_shapes():
+    m = tiny_model(in_channels=3, image_size=16, encoder="cnn2", likelihood="gaussian")
+    out = m(batch(4, c=3, s=16))
+    assert out.decoded[1].shape == (4, 3, 16, 16)
+    assert np.isfinite(out.loss(1.0).item())
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="model.encoder"):
+        TreeVAEConfig(encoder="vgg")
+    with pytest.raises(ValueError, match="model.representation_dim"):
+        TreeVAEConfig(encoder="cnn2", image_size=24, representation_dim=5)
+    with pytest.raises(ValueError, match="model.contrastive"):
+        TreeVAEConfig(contrastive=True)

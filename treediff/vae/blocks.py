@@ -1,0 +1,102 @@
+"""Building blocks of the CNN-TreeVAE (reference notes, section 1.3).
+
+Shapes: x is B x C x H x W; bottom-up features d are B x C_bu x R x R; latents z are
+B x C_lat x R x R. Variances (not standard deviations) are carried throughout.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def activation(name: str) -> nn.Module:
+    if name == "silu":
+        return nn.SiLU()
+    if name == "relu":
+        return nn.ReLU()
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.3)
+    raise ValueError(f"model.activation: unknown activation {name!r}")
+
+
+def conv3(c_in: int, c_out: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=bias)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: three 3x3 convs, out = shortcut(x) + 0.1 * residual."""
+
+    def __init__(self, c_in: int, c_out: int, act: str):
+        super().__init__()
+        hidden = min(c_in, c_out)
+        self.residual = nn.Sequential(
+            nn.BatchNorm2d(c_in), activation(act), conv3(c_in, c_in),
+            nn.BatchNorm2d(c_in), activation(act), conv3(c_in, hidden),
+            nn.BatchNorm2d(hidden), activation(act), conv3(hidden, c_out),
+        )
+        self.shortcut = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x) + 0.1 * self.residual(x)
+
+
+class ConvStack(nn.Module):
+    """Three [3x3 conv (no bias) -> BN -> act] with channels in -> in -> in -> out.
+
+    The residual connection applies only when in == out (bottom-up blocks).
+    """
+
+    def __init__(self, c_in: int, c_out: int, act: str, residual: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for a, b in ((c_in, c_in), (c_in, c_in), (c_in, c_out)):
+            layers += [conv3(a, b, bias=False), nn.BatchNorm2d(b), activation(act)]
+        self.net = nn.Sequential(*layers)
+        self.residual = residual and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x)
+        return y + x if self.residual else y
+
+
+class GaussianHead(nn.Module):
+    """Two 3x3 conv heads: mean and variance = softplus(conv)."""
+
+    def __init__(self, c_in: int, c_lat: int):
+        super().__init__()
+        self.mu = conv3(c_in, c_lat)
+        self.var = conv3(c_in, c_lat)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mu(h), F.softplus(self.var(h))
+
+
+class Transformation(nn.Module):
+    """Top-down prior p(z_i | z_pa(i)): ConvStack(C_lat -> C_bu) then a Gaussian head."""
+
+    def __init__(self, c_lat: int, c_bu: int, act: str):
+        super().__init__()
+        self.stack = ConvStack(c_lat, c_bu, act)
+        self.head = GaussianHead(c_bu, c_lat)
+
+    def forward(self, z_parent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.stack(z_parent))
+
+
+class Router(nn.Module):
+    """Decision network: conv3x3 -> 1 channel -> flatten R^2 -> 2-layer MLP -> logit of P(left)."""
+
+    def __init__(self, c_in: int, rep_dim: int, hidden: int, act: str, dropout: float = 0.0):
+        super().__init__()
+        self.squeeze = conv3(c_in, 1, bias=False)
+        self.mlp = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(rep_dim * rep_dim, hidden, bias=False), nn.BatchNorm1d(hidden), activation(act), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), activation(act), nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Returns the logit of going left, shape (B,)."""
+        return self.mlp(self.squeeze(h)).squeeze(-1)

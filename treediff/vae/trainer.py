@@ -1,0 +1,252 @@
+"""Single-process growth schedule of the TreeVAE, phase by phase, with resumable checkpoints.
+
+Phases (reference notes, section 2.1):
+  initial   train the whole initial tree (root + 2 leaves)
+  subtree   split the chosen leaf and train only the new subtree (rest frozen, eval mode)
+  fulltrain optional periodic retraining of the whole tree
+  prune     drop near-empty leaves (no training)
+  finetune  train the whole final tree
+
+Each phase ends in a checkpoint directory `<run_dir>/tree/phase-NNN-<kind>[-<leaf>]`; a re-run
+resumes after the last complete phase. Every growth decision is appended to
+`<run_dir>/tree/growth_log.jsonl`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..tree import Tree
+from .config import GrowthConfig, OptimConfig, TreeVAEConfig
+from .growth import choose_prune, choose_split, leaf_threshold, effective_leaves
+from .losses import kl_weight
+from .model import TreeVAE
+
+PHASE_RE = re.compile(r"^phase-(\d{3})-([a-z]+)(?:-(\d+))?$")
+Logger = Callable[[str, dict[str, Any]], None]
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+@dataclass
+class GrowthState:
+    """What a resumed run needs besides the weights."""
+
+    phase: int = -1  # index of the last complete phase
+    kind: str = ""
+    splits: int = 0
+    growth_done: bool = False
+    non_expandable: list[int] = field(default_factory=list)
+    since_fulltrain: int = 0
+
+
+def _print_logger(event: str, data: dict[str, Any]) -> None:
+    if event == "decision":
+        print(f"[grow] {data['message']}", flush=True)
+
+
+def train_epochs(model: TreeVAE, x: torch.Tensor, *, subtree: int | None, epochs: int, optim: OptimConfig,
+                 generator: torch.Generator, desc: str, log: Logger) -> list[dict[str, float]]:
+    """Train the trainable part (whole tree, or the subtree at `subtree`) for some epochs.
+
+    A fresh Adam (L2 weight decay) + StepLR and a restarted KL annealing, as the reference does
+    at every phase. Returns per-epoch mean loss terms.
+    """
+    params = model.set_trainable(subtree)
+    if epochs == 0 or not params:
+        return []
+    opt = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=optim.lr_step_epochs, gamma=0.1)
+    n = len(x)
+    bs = min(optim.batch_size, n)
+    history = []
+    model.train()
+    bar = tqdm(range(epochs), desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
+    for epoch in bar:
+        alpha = kl_weight(epoch, optim.kl_start, optim.kl_decay)
+        perm = torch.randperm(n, generator=generator)
+        sums: dict[str, float] = {}
+        steps = 0
+        for start in range(0, n, bs):
+            idx = perm[start:start + bs]
+            if len(idx) < 2:  # BatchNorm needs two samples; the reference drops the last batch too
+                continue
+            out = model(x[idx], subtree=subtree)
+            loss = out.loss(alpha)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"{desc}: loss is {loss.item()} at epoch {epoch}, step {steps} "
+                                    f"(terms {out.terms()}); the last complete phase checkpoint is kept")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            terms = out.terms() | {"loss": loss.item()}
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            steps += 1
+        sched.step()
+        means = {k: v / max(steps, 1) for k, v in sums.items()} | {"alpha": alpha, "lr": sched.get_last_lr()[0]}
+        history.append(means)
+        bar.set_postfix(loss=f"{means.get('loss', float('nan')):.2f}")
+        log("epoch", {"phase": desc, "epoch": epoch, **means})
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict_leaf_probs(model: TreeVAE, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    model.eval()
+    return torch.cat([model.leaf_probs(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
+
+
+def leaf_assignments(model: TreeVAE, x: torch.Tensor) -> np.ndarray:
+    """Argmax leaf id per sample."""
+    probs = predict_leaf_probs(model, x)
+    return np.asarray(model.tree.leaves)[probs.argmax(1)]
+
+
+class GrowthRun:
+    """Runs (or resumes) the whole growth schedule in one process."""
+
+    def __init__(self, model_cfg: TreeVAEConfig, growth: GrowthConfig, optim: OptimConfig, x_train: torch.Tensor,
+                 run_dir: str | Path, config: dict[str, Any], log: Logger | None = None):
+        self.model_cfg, self.growth, self.optim = model_cfg, growth, optim
+        self.x = x_train
+        self.dir = Path(run_dir) / "tree"
+        self.config = config
+        self.log = log or _print_logger
+        self.generator = torch.Generator().manual_seed(optim.seed)
+        if growth.max_depth > model_cfg.max_depth:
+            raise ValueError(f"growth.max_depth={growth.max_depth} exceeds model.max_depth={model_cfg.max_depth}")
+
+    # ------------------------------------------------------------------ checkpoints
+    def complete_phases(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.iterdir() if p.is_dir() and PHASE_RE.match(p.name))
+
+    def _save(self, model: TreeVAE, state: GrowthState, kind: str, leaf: int | None = None,
+              extra: dict[str, Any] | None = None) -> Path:
+        state.phase += 1
+        state.kind = kind
+        name = f"phase-{state.phase:03d}-{kind}" + (f"-{leaf}" if leaf is not None else "")
+        meta = {"state": asdict(state), **(extra or {})}
+        path = save_checkpoint(self.dir / name, model.state_dict(), model.tree, self.config, meta)
+        self.log("phase", {"name": name, "path": str(path), "tree": model.tree.bfs(), "leaves": model.tree.leaves})
+        return path
+
+    def _resume(self) -> tuple[TreeVAE, GrowthState]:
+        phases = self.complete_phases()
+        if not phases:
+            return TreeVAE(self.model_cfg, Tree.initial(self.growth.initial_depth)), GrowthState()
+        ckpt = load_checkpoint(phases[-1])
+        model = TreeVAE(self.model_cfg, ckpt.tree)
+        model.load_state_dict(ckpt.state_dict, strict=True)
+        state = GrowthState(**ckpt.meta["state"])
+        self.log("resume", {"path": str(phases[-1]), "phase": state.phase, "kind": state.kind})
+        print(f"[grow] resuming after {phases[-1].name}", flush=True)
+        return model, state
+
+    def _decision(self, kind: str, message: str, **data: Any) -> None:
+        record = {"kind": kind, "message": message, **data}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "growth_log.jsonl", "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+        self.log("decision", record)
+
+    # ------------------------------------------------------------------ schedule
+    def run(self) -> TreeVAE:
+        torch.manual_seed(self.optim.seed)
+        model, state = self._resume()
+        g, o = self.growth, self.optim
+        min_samples = g.min_samples or o.batch_size
+
+        if state.phase < 0:
+            train_epochs(model, self.x, subtree=None, epochs=o.epochs_initial, optim=o, generator=self.generator,
+                         desc="initial", log=self.log)
+            self._save(model, state, "initial")
+
+        while not state.growth_done and state.splits < g.max_phases:
+            if (g.intermediate_fulltrain_every and state.splits and state.kind != "fulltrain"
+                    and state.splits % g.intermediate_fulltrain_every == 0):
+                train_epochs(model, self.x, subtree=None, epochs=o.epochs_intermediate, optim=o,
+                             generator=self.generator, desc=f"fulltrain@{state.splits}", log=self.log)
+                self._save(model, state, "fulltrain")
+            probs = predict_leaf_probs(model, self.x)
+            leaves = model.tree.leaves
+            decision = choose_split(probs, leaves, num_clusters=g.num_clusters_tree, min_samples=min_samples,
+                                    max_depth=g.max_depth, non_expandable=set(state.non_expandable),
+                                    mass=g.effective_leaf_mass)
+            state.non_expandable += decision.blocked
+            if decision.leaf is None:
+                self._decision("stop", f"stop growing: {decision.reason}; counts {decision.counts}",
+                               **decision.to_dict())
+                state.growth_done = True
+                break
+            leaf = decision.leaf
+            self._decision("split", f"split leaf {leaf}: {decision.reason}; counts {decision.counts}"
+                           + (f"; skipped {decision.skipped}" if decision.skipped else ""), **decision.to_dict())
+            column = leaves.index(leaf)
+            subset = np.flatnonzero(probs[:, column] >= decision.threshold)
+            model.split(leaf)
+            train_epochs(model, self.x[torch.as_tensor(subset)], subtree=leaf, epochs=o.epochs_subtree, optim=o,
+                         generator=self.generator, desc=f"subtree@{leaf}", log=self.log)
+            state.splits += 1
+            self._save(model, state, "subtree", leaf, {"decision": decision.to_dict(), "subset": len(subset)})
+        else:
+            state.growth_done = True
+
+        if state.kind in ("initial", "subtree", "fulltrain"):
+            if g.prune:
+                self._prune(model)
+            self._save(model, state, "prune")
+        if state.kind == "prune":
+            train_epochs(model, self.x, subtree=None, epochs=o.epochs_finetune, optim=o, generator=self.generator,
+                         desc="finetune", log=self.log)
+            self._save(model, state, "finetune")
+        model.set_trainable(None)
+        model.eval()
+        return model
+
+    def _prune(self, model: TreeVAE) -> None:
+        while True:
+            assignments = leaf_assignments(model, self.x)
+            decision = choose_prune(assignments, model.tree, self.growth.prune_fraction)
+            if decision.leaf is None:
+                self._decision("prune-stop", f"pruning done: {decision.reason}", sizes=decision.sizes)
+                return
+            removed = model.prune(decision.leaf)
+            self._decision("prune", f"prune leaf {decision.leaf}: {decision.reason}; removed {removed}",
+                           leaf=decision.leaf, removed=removed, sizes=decision.sizes)
+
+
+def final_checkpoint(run_dir: str | Path) -> Path:
+    """The last complete phase of a finished growth run (its finetune phase)."""
+    tree_dir = Path(run_dir) / "tree"
+    phases = sorted(p for p in tree_dir.iterdir() if p.is_dir() and PHASE_RE.match(p.name)) if tree_dir.is_dir() else []
+    if not phases or PHASE_RE.match(phases[-1].name).group(2) != "finetune":
+        raise FileNotFoundError(f"no finished tree under {tree_dir}: run `treediff grow run_dir={run_dir}` first")
+    return phases[-1]
+
+
+def load_tree_model(path: str | Path, model_cfg: TreeVAEConfig | None = None) -> TreeVAE:
+    """Rebuild a TreeVAE from a checkpoint directory (strict: every weight must match)."""
+    ckpt = load_checkpoint(path)
+    cfg = model_cfg or TreeVAEConfig(**ckpt.config["model"])
+    model = TreeVAE(cfg, ckpt.tree)
+    try:
+        model.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {path} does not match its tree/config: {e}") from e
+    model.eval()
+    return model

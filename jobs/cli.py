@@ -1,12 +1,13 @@
-"""The `treediff` command: `treediff <job> [hydra overrides]`.
+"""The `treediff` command: `treediff <job> [key=value ...]`.
 
-Each job is a Hydra app over configs/ (validated against jobs/schema.py); overrides are
-Hydra's `key=value` syntax, e.g. `treediff grow data=fashion_mnist model=tree_mnist`.
+Each job composes configs/ with Hydra (validated against jobs/schema.py) and runs; overrides
+use Hydra's syntax, e.g. `treediff grow data=fashion_mnist model=tree_mnist optim=mnist`.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 JOBS = {
@@ -14,40 +15,41 @@ JOBS = {
 }
 
 
+class JobError(Exception):
+    """A user-facing error: bad config value, missing file, wrong data."""
+
+
 def _usage() -> str:
-    lines = ["usage: treediff <job> [key=value ...]", "", "jobs:"]
+    lines = ["usage: treediff <job> [key=value ...]   (Hydra overrides; --cfg prints the resolved config)",
+             "", "jobs:"]
     lines += [f"  {name:10s} {text}" for name, text in JOBS.items()]
     return "\n".join(lines)
 
 
-def run_job(job: str, overrides: list[str]) -> object:
-    """Compose the config for `job` with Hydra and run it (also used by tests)."""
-    import hydra
-    from omegaconf import DictConfig
+def compose(overrides: list[str]):
+    """Compose and validate the config: returns (dataclass objects, plain dict)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from . import schema
 
     schema.register()
-    result: dict = {}
-
-    @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
-    def app(cfg: DictConfig) -> None:
-        try:
-            objects = schema.to_objects(cfg)
-        except Exception as e:  # validation errors name the field
-            raise SystemExit(f"treediff {job}: invalid configuration: {e}") from None
-        plain = schema.to_plain(cfg)
-        if job == "grow":
-            from . import grow
-            result["value"] = grow.run(objects, plain)
-
-    argv = sys.argv
-    sys.argv = [f"treediff-{job}"] + overrides
     try:
-        app()
-    finally:
-        sys.argv = argv
-    return result.get("value")
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="treediff"):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+        return schema.to_objects(cfg), schema.to_plain(cfg)
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        raise JobError(f"invalid configuration: {e}") from e
+
+
+def run_job(job: str, overrides: list[str]) -> Any:
+    """Compose the config for `job` and run it (the tests call this too)."""
+    objects, plain = compose(overrides)
+    if job == "grow":
+        from . import grow
+        return grow.run(objects, plain)
+    raise JobError(f"unknown job {job!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     if job not in JOBS:
         print(f"treediff: unknown job {job!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    run_job(job, overrides)
+    try:
+        if "--cfg" in overrides:
+            import yaml
+            print(yaml.safe_dump(compose([o for o in overrides if o != "--cfg"])[1], sort_keys=False))
+            return 0
+        run_job(job, overrides)
+    except (JobError, ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"treediff {job}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import torch
+import yaml
 
 from treediff.data.tensors import to_model_range
 from treediff.vae.evaluate import evaluate_tree
@@ -21,6 +22,8 @@ def run(cfg: GrowJobConfig, plain: dict) -> dict:
     for split in (train, test):
         check_shape(split, cfg.model.in_channels, cfg.model.image_size)
     run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
     print(f"[grow] {len(train)} training / {len(test)} test images of {cfg.data.name}; run dir {run_dir}", flush=True)
     model = GrowthRun(cfg.model, cfg.growth, cfg.optim, to_model_range(train.images), run_dir, plain).run()
     print(f"[grow] final tree ({len(model.tree.leaves)} leaves):", flush=True)

@@ -161,16 +161,18 @@ class Tree:
 
     def render(self, sizes: dict[int, int] | None = None) -> str:
         """ASCII drawing of the tree; leaves annotated with sizes when given."""
-        lines: list[str] = []
 
-        def walk(i: int, prefix: str, last: bool) -> None:
-            tag = f"{i}"
-            if sizes is not None and self.is_leaf(i):
-                tag += f" [{sizes.get(i, 0)}]"
-            lines.append(prefix + ("`-- " if last else "|-- ") + tag if prefix or i else tag)
+        def tag(i: int) -> str:
+            return f"{i} [{sizes.get(i, 0)}]" if sizes is not None and self.is_leaf(i) else str(i)
+
+        lines = [tag(0)]
+
+        def walk(i: int, prefix: str) -> None:
             kids = self.children(i)
             for k, c in enumerate(kids):
-                walk(c, prefix + ("    " if last else "|   "), k == len(kids) - 1)
+                last = k == len(kids) - 1
+                lines.append(prefix + ("`-- " if last else "|-- ") + tag(c))
+                walk(c, prefix + ("    " if last else "|   "))
 
-        walk(0, "", True)
+        walk(0, "")
         return "\n".join(lines)

@@ -66,13 +66,13 @@ def train_epochs(model: TreeVAE, x: torch.Tensor, *, subtree: int | None, epochs
     params = model.set_trainable(subtree)
     if epochs == 0 or not params:
         return []
-    opt = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    opt = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=optim.lr_step_epochs, gamma=0.1)
     n = len(x)
     bs = min(optim.batch_size, n)
     history = []
     model.train()
-    bar = tqdm(range(epochs), desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(range(epochs), desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0, disable=None)
     for epoch in bar:
         alpha = kl_weight(epoch, optim.kl_start, optim.kl_decay)
         perm = torch.randperm(n, generator=generator)

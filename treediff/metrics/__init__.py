@@ -1,0 +1,1 @@
+"""Evaluation metrics (clustering quality of a tree; FID and purity come later)."""

@@ -2,6 +2,7 @@
 
 NMI and ARI come from scikit-learn, the matching behind ACC from scipy's Hungarian solver;
 leaf purity and dendrogram purity (Kobren et al., 2017) are computed from class counts.
+All functions take 1-D array-likes of equal, non-zero length and return Python floats.
 """
 from __future__ import annotations
 
@@ -13,75 +14,109 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
 
-def _check(labels, clusters) -> tuple[np.ndarray, np.ndarray]:
+def _check(labels, clusters, name: str = "clusters") -> tuple[np.ndarray, np.ndarray]:
+    """Validate `labels` against the second argument (called `name` in messages)."""
     labels, clusters = np.asarray(labels), np.asarray(clusters)
-    if labels.ndim != 1 or clusters.ndim != 1:
-        raise ValueError(f"labels and clusters must be 1-D, got shapes {labels.shape} and {clusters.shape}")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
+    if clusters.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {clusters.shape}")
     if len(labels) != len(clusters):
-        raise ValueError(f"clusters has {len(clusters)} entries but labels has {len(labels)}")
+        raise ValueError(f"{name} has {len(clusters)} entries but labels has {len(labels)}")
     if len(labels) == 0:
-        raise ValueError("labels is empty")
+        raise ValueError(f"labels and {name} are empty")
     return labels, clusters
 
 
 def nmi(labels, clusters) -> float:
-    return float(normalized_mutual_info_score(*_check(labels, clusters)))
+    """Normalized mutual information (arithmetic-mean normalisation)."""
+    labels, clusters = _check(labels, clusters)
+    return float(normalized_mutual_info_score(labels, clusters, average_method="arithmetic"))
 
 
 def ari(labels, clusters) -> float:
+    """Adjusted Rand index."""
     return float(adjusted_rand_score(*_check(labels, clusters)))
 
 
 def cluster_acc(labels, clusters) -> float:
     """Accuracy under the best one-to-one cluster -> class matching; extra clusters count as errors."""
     labels, clusters = _check(labels, clusters)
-    counts = contingency_matrix(labels, clusters)  # (classes, clusters)
+    counts = contingency_matrix(labels, clusters)  # (classes, clusters), rectangular is fine
     rows, cols = linear_sum_assignment(counts, maximize=True)
     return float(counts[rows, cols].sum() / len(labels))
 
 
 def leaf_purity(labels, clusters) -> float:
-    """Size-weighted mean majority-class fraction of the clusters."""
+    """Size-weighted mean majority-class fraction of the clusters (= sum of max counts / N)."""
     labels, clusters = _check(labels, clusters)
-    return float(contingency_matrix(labels, clusters).max(0).sum() / len(labels))
+    return float(contingency_matrix(labels, clusters).max(axis=0).sum() / len(labels))
+
+
+def _check_children(children: dict[int, list[int]]) -> dict[int, list[int]]:
+    children = {int(n): [int(k) for k in ks] for n, ks in children.items()}
+    for node, kids in children.items():
+        if len(kids) > 2:
+            raise ValueError(f"children: node {node} has {len(kids)} children (at most 2)")
+        missing = [k for k in kids if k not in children]
+        if missing:
+            raise ValueError(f"children: node {node} lists children {missing} that have no entry")
+        if any(k <= node for k in kids):
+            raise ValueError(f"children: node {node} has children {kids}; heap order needs larger ids")
+    return children
 
 
 def dendrogram_purity(labels, leaf_of_sample, children: dict[int, list[int]]) -> float:
-    """Mean, over same-class sample pairs, of the purity of their lowest common ancestor.
+    """Mean, over unordered same-class sample pairs, of the purity of their lowest common ancestor.
 
-    `children` maps every node id to its child ids (heap order: a parent has a smaller id
-    than its children); samples sit at leaves. Pass-through nodes (one child) hold no pairs.
+    `children` maps every node id to its child ids (heap order: a parent has a smaller id than
+    its children); samples sit at leaves (`leaf_of_sample[n]` is a leaf id). The purity of a
+    node for class k is the fraction of samples under it with class k. Counts are propagated
+    bottom-up: a leaf holds C(n_k, 2) class-k pairs, a two-child node n_k(left) * n_k(right),
+    a pass-through node (one child) holds none. Runs in O(N + nodes * classes).
+    If no class has two samples there are no pairs and the result is 1.0.
     """
-    labels, leaf_of_sample = _check(labels, leaf_of_sample)
-    classes, y = np.unique(labels, return_inverse=True)
-    unknown = set(np.unique(leaf_of_sample).tolist()) - {n for n, c in children.items() if not c}
-    if unknown:
-        raise ValueError(f"leaf_of_sample names nodes that are not leaves of the tree: {sorted(unknown)}")
-    counts = {n: np.zeros(len(classes), dtype=np.float64) for n in children}
-    for leaf in np.unique(leaf_of_sample):
-        counts[int(leaf)] = np.bincount(y[leaf_of_sample == leaf], minlength=len(classes)).astype(np.float64)
-    total_pairs = float((np.bincount(y) * (np.bincount(y) - 1) / 2).sum())
+    labels, leaf_of_sample = _check(labels, leaf_of_sample, name="leaf_of_sample")
+    children = _check_children(children)
+    _, y = np.unique(labels, return_inverse=True)
+    leaf_ids, leaf_idx = np.unique(leaf_of_sample, return_inverse=True)
+    not_leaves = sorted(int(n) for n in leaf_ids if children.get(int(n), [None]) != [])
+    if not_leaves:
+        raise ValueError(f"leaf_of_sample names nodes that are not leaves of the tree: {not_leaves}")
+
+    n_classes = int(y.max()) + 1
+    class_totals = np.bincount(y, minlength=n_classes).astype(np.int64)
+    total_pairs = int((class_totals * (class_totals - 1) // 2).sum())
     if total_pairs == 0:
         return 1.0
+
+    per_leaf = np.zeros((len(leaf_ids), n_classes), dtype=np.int64)
+    np.add.at(per_leaf, (leaf_idx, y), 1)
+    counts = {n: np.zeros(n_classes, dtype=np.int64) for n in children}
+    for i, leaf in enumerate(leaf_ids):
+        counts[int(leaf)] = per_leaf[i]
+
     score = 0.0
-    for node in sorted(children, reverse=True):  # children before parents
+    for node in sorted(children, reverse=True):  # heap order: children before parents
         kids = children[node]
         if kids:
-            counts[node] = sum(counts[k] for k in kids)
-        n_node = counts[node].sum()
-        if n_node == 0:
-            continue
-        if not kids:
-            pairs = counts[node] * (counts[node] - 1) / 2
+            counts[node] = sum((counts[k] for k in kids), np.zeros(n_classes, dtype=np.int64))
+        if len(kids) == 0:
+            pairs = counts[node] * (counts[node] - 1) // 2
         elif len(kids) == 2:
             pairs = counts[kids[0]] * counts[kids[1]]
-        else:
+        else:  # pass-through: transparent, its pairs have their LCA further down
             continue
-        score += float((pairs * counts[node] / n_node).sum())
+        n_node = int(counts[node].sum())
+        if n_node:
+            score += float((pairs * counts[node]).sum()) / n_node
     return score / total_pairs
 
 
 def clustering_report(labels, clusters, children: dict[int, list[int]] | None = None) -> dict[str, Any]:
+    """NMI, ARI, ACC and leaf purity; plus dendrogram purity when `children` is given
+    (then `clusters` are leaf ids of that tree)."""
+    labels, clusters = _check(labels, clusters)
     report = {"nmi": nmi(labels, clusters), "ari": ari(labels, clusters), "acc": cluster_acc(labels, clusters),
               "leaf_purity": leaf_purity(labels, clusters)}
     if children is not None:

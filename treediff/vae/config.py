@@ -6,7 +6,7 @@ Every check raises ValueError naming the offending field.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ACTIVATIONS = ("silu", "relu", "leaky_relu")
 ENCODERS = ("cnn1", "cnn2")

@@ -14,7 +14,6 @@ resumes after the last complete phase. Every growth decision is appended to
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..tree import Tree
 from .config import GrowthConfig, OptimConfig, TreeVAEConfig
-from .growth import choose_prune, choose_split, leaf_threshold, effective_leaves
+from .growth import choose_prune, choose_split
 from .losses import kl_weight
 from .model import TreeVAE
 

@@ -61,12 +61,14 @@ def test_fashion_mnist_trains_through_the_same_path(run_dir):
         if os.environ.get("CI") == "true":
             pytest.fail("dataset-fashion-mnist is missing in CI")
         pytest.skip("Debian package dataset-fashion-mnist is not installed")
-    report = run_job("grow", [f"run_dir={run_dir}", "data=fashion_mnist", "model=tree_mnist",
-                              "data.limit_train=1024", "data.limit_test=512", "optim.epochs_initial=2",
-                              "optim.epochs_subtree=1", "optim.epochs_finetune=1", "optim.batch_size=128",
+    # the reference's Fashion-MNIST schedule (KL annealing from 0.5), shortened
+    report = run_job("grow", [f"run_dir={run_dir}", "data=fashion_mnist", "model=tree_mnist", "optim=fashion_mnist",
+                              "data.limit_train=2048", "data.limit_test=512", "optim.epochs_initial=4",
+                              "optim.epochs_subtree=2", "optim.epochs_finetune=1", "optim.batch_size=128",
                               "growth.num_clusters_tree=3"])
     assert report["n"] == 512 and any("-subtree-" in p.name for p in (run_dir / "tree").iterdir())
-    assert 0.0 < report["nmi"] <= 1.0
+    assert len(report["leaves"]) >= 2
+    assert 0.1 < report["nmi"] <= 1.0  # chance is ~0; three leaves of ten classes cap it well below 1
 
 
 @pytest.mark.parametrize("override, message", [

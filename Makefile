@@ -1,5 +1,5 @@
 # The two commands (see README.md):
-#   make demo   create .venv, install everything, run the main job on the embedded default
+#   make demo   create .venv, install everything, run the main job (tree + diffusion) on the embedded default
 #   make test   create .venv, install everything, run the test suite
 PY      ?= python3
 VENV    ?= .venv
@@ -21,7 +21,7 @@ $(STAMP): setup.py
 	touch $@
 
 demo: install
-	$(BIN)/treediff grow run_dir=$(RUN_DIR)
+	$(BIN)/treediff pipeline run_dir=$(RUN_DIR)
 
 test: install
 	$(BIN)/python -m pytest -q tests

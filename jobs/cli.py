@@ -12,6 +12,8 @@ from typing import Any
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 JOBS = {
     "grow": "grow the CNN-TreeVAE phase by phase and score its leaves",
+    "diffuse": "train the diffusion stage on a grown tree (diffusion.conditioning) and sample per-leaf grids",
+    "pipeline": "grow, then diffuse once per mode in pipeline.modes (default: path, recon)",
 }
 
 
@@ -49,6 +51,18 @@ def run_job(job: str, overrides: list[str]) -> Any:
     if job == "grow":
         from . import grow
         return grow.run(objects, plain)
+    if job in ("diffuse", "pipeline"):
+        try:
+            objects.check_diffusion()
+        except ValueError as e:
+            raise JobError(f"invalid configuration: {e}") from e
+    if job == "diffuse":
+        from . import diffuse
+        return diffuse.run(objects, plain)
+    if job == "pipeline":
+        from . import diffuse, grow
+        report = grow.run(objects, plain)
+        return {"tree": report, "diffusion": diffuse.run(objects, plain, modes=objects.pipeline.modes)}
     raise JobError(f"unknown job {job!r}")
 
 

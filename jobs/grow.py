@@ -1,7 +1,6 @@
 """`treediff grow`: grow the CNN-TreeVAE phase by phase, then score its leaves."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -12,10 +11,11 @@ from treediff.vae.evaluate import evaluate_tree
 from treediff.vae.trainer import GrowthRun
 
 from .data import check_shape, load_split
-from .schema import GrowJobConfig
+from .metrics import update_metrics
+from .schema import JobConfig
 
 
-def run(cfg: GrowJobConfig, plain: dict) -> dict:
+def run(cfg: JobConfig, plain: dict) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     train, test = load_split(cfg.data, "train"), load_split(cfg.data, "test")
@@ -29,7 +29,7 @@ def run(cfg: GrowJobConfig, plain: dict) -> dict:
     print(f"[grow] final tree ({len(model.tree.leaves)} leaves):", flush=True)
     report = evaluate_tree(model, to_model_range(test.images), test.labels)
     print(model.tree.render({int(k): v for k, v in report["leaf_sizes"].items()}), flush=True)
-    (run_dir / "metrics.json").write_text(json.dumps({"tree": report}, indent=2))
+    update_metrics(run_dir, ["tree"], report)  # keeps the other stages' entries
     if "nmi" in report:
         print(f"[grow] test split: NMI {report['nmi']:.3f}  ACC {report['acc']:.3f}  ARI {report['ari']:.3f}  "
               f"leaf purity {report['leaf_purity']:.3f}  dendrogram purity {report['dendrogram_purity']:.3f}",

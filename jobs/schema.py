@@ -11,6 +11,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from treediff.diffusion.config import CONDITIONINGS, DiffusionConfig, SamplerConfig
 from treediff.vae.config import GrowthConfig, OptimConfig, TreeVAEConfig
 
 
@@ -28,20 +29,54 @@ class DataConfig:
 
 
 @dataclass
-class GrowJobConfig:
+class PipelineConfig:
+    """`treediff pipeline`: grow the tree, then train one diffusion model per conditioning mode."""
+
+    modes: list[str] = field(default_factory=lambda: ["path", "recon"])
+
+    def __post_init__(self) -> None:
+        if not self.modes:
+            raise ValueError("pipeline.modes: must name at least one conditioning mode")
+        bad = [m for m in self.modes if m not in CONDITIONINGS]
+        if bad:
+            raise ValueError(f"pipeline.modes: {bad} are not conditioning modes; choose from {CONDITIONINGS}")
+        if len(set(self.modes)) != len(self.modes):
+            raise ValueError(f"pipeline.modes: duplicate modes in {self.modes}")
+
+
+@dataclass
+class JobConfig:
+    """The whole config tree, shared by every job (each reads the sections it needs)."""
+
     run_dir: str = "runs/default"
     data: DataConfig = field(default_factory=DataConfig)
     model: TreeVAEConfig = field(default_factory=TreeVAEConfig)
     growth: GrowthConfig = field(default_factory=GrowthConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     threads: int = 0  # torch intra-op threads; 0: leave torch's default
+
+    def check_diffusion(self) -> None:
+        """Cross-section checks of the diffusion stage against the tree model and the sampler.
+
+        Called by the jobs that train or sample a denoiser (`diffuse`, `pipeline`) before any
+        work, so a bad diffusion config stops the pipeline before the tree stage; `grow` alone
+        does not need a diffusion config that fits the model.
+        """
+        self.sampler.check_against(self.diffusion)
+        self.diffusion.unet_config(self.model.image_size, self.model.in_channels)
+
+
+GrowJobConfig = JobConfig  # the name used before the diffusion stage existed
 
 
 def register() -> None:
-    ConfigStore.instance().store(name="treediff_schema", node=GrowJobConfig)
+    ConfigStore.instance().store(name="treediff_schema", node=JobConfig)
 
 
-def to_objects(cfg: DictConfig) -> GrowJobConfig:
+def to_objects(cfg: DictConfig) -> JobConfig:
     """Resolve and validate: DictConfig -> dataclasses (runs every __post_init__ check)."""
     return OmegaConf.to_object(cfg)
 

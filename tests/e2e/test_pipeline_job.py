@@ -1,0 +1,85 @@
+"""End-to-end `treediff pipeline` / `treediff diffuse` on the embedded default (digits), shortened."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from jobs.cli import JobError, run_job
+
+GROW = ["optim.epochs_initial=6", "optim.epochs_subtree=3", "optim.epochs_intermediate=0",
+        "optim.epochs_finetune=2", "growth.num_clusters_tree=4"]
+DIFFUSE = ["diffusion.steps=40", "diffusion.warmup_steps=5", "diffusion.log_every=10", "sampler.steps=8",
+           "sampler.samples_per_leaf=3"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
+    report = run_job("pipeline", [f"run_dir={run_dir}"] + GROW + DIFFUSE)
+    return run_dir, report
+
+
+def test_pipeline_trains_both_modes_and_writes_leaf_grids(pipeline_run):
+    run_dir, report = pipeline_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["tree"]["nmi"] == pytest.approx(report["tree"]["nmi"])
+    leaves = metrics["tree"]["leaves"]
+    assert len(leaves) >= 2
+    for mode in ("path", "recon"):
+        entry = metrics["diffusion"][mode]
+        assert entry["steps"] == 40 and entry["leaves"] == leaves
+        assert entry["loss_end"] < entry["loss_start"]  # eps-MSE falls from ~1
+        assert (run_dir / "diffusion" / mode / "ema.pt").is_file()
+        png = Image.open(run_dir / "samples" / f"{mode}_leaves.png")
+        # a row per leaf of 3 tiles, 8x8 upscaled to 32x32, 2-pixel padding, 44-pixel label margin
+        assert png.size == (44 + 3 * 34 + 2, len(leaves) * 34 + 2)
+    assert (run_dir / "samples" / "treevae_leaves.png").is_file()
+
+
+def test_diffuse_reuses_a_complete_checkpoint(pipeline_run, capsys):
+    run_dir, _ = pipeline_run
+    weights = run_dir / "diffusion" / "path" / "model.pt"
+    stamp = weights.stat().st_mtime_ns
+    run_job("diffuse", [f"run_dir={run_dir}"] + GROW + DIFFUSE)
+    assert weights.stat().st_mtime_ns == stamp
+    assert "complete checkpoint" in capsys.readouterr().out
+
+
+def test_diffuse_needs_a_grown_tree(tmp_path):
+    with pytest.raises(FileNotFoundError, match="treediff grow"):
+        run_job("diffuse", [f"run_dir={tmp_path / 'empty'}"] + DIFFUSE)
+
+
+def test_bad_diffusion_config_stops_the_pipeline_before_the_tree(tmp_path):
+    for override, field in [("sampler.steps=2000", "sampler.steps"),
+                            ("diffusion.attention_resolutions=[3]", "diffusion.attention_resolutions"),
+                            ("pipeline.modes=[path,bogus]", "pipeline.modes")]:
+        with pytest.raises(JobError, match=field):
+            run_job("pipeline", [f"run_dir={tmp_path / 'run'}", override])
+    assert not (tmp_path / "run").exists()
+
+
+def test_changed_tree_is_refused_by_the_command(pipeline_run, tmp_path):
+    run_dir, _ = pipeline_run
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    # the copy's diffusion checkpoints record the original tree; point them at the copy's tree,
+    # then change the copy's tree weights
+    for meta_path in (copy / "diffusion").glob("*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        meta["tree_checkpoint"] = meta["tree_checkpoint"].replace(str(run_dir), str(copy))
+        meta_path.write_text(json.dumps(meta))
+    tree_dir = sorted((copy / "tree").glob("phase-*-finetune"))[-1]
+    state = torch.load(tree_dir / "model.pt", weights_only=True)
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] += 1
+    torch.save(state, tree_dir / "model.pt")
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "diffuse", f"run_dir={copy}"] + GROW + DIFFUSE,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "treediff diffuse: error:" in proc.stderr and str(tree_dir) in proc.stderr
+    assert "does not match" in proc.stderr and "Traceback" not in proc.stderr

@@ -11,6 +11,7 @@ from typing import Any
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 JOBS = {
+    "prepare": "convert the data set (data.name, data.root) into WebDataset shards at shards.path",
     "grow": "grow the CNN-TreeVAE phase by phase and score its leaves",
     "diffuse": "train the diffusion stage on a grown tree (diffusion.conditioning) and sample per-leaf grids",
     "pipeline": "grow, then diffuse once per mode in pipeline.modes (default: path, recon)",
@@ -48,6 +49,9 @@ def compose(overrides: list[str]):
 def run_job(job: str, overrides: list[str]) -> Any:
     """Compose the config for `job` and run it (the tests call this too)."""
     objects, plain = compose(overrides)
+    if job == "prepare":
+        from . import prepare
+        return prepare.run(objects, plain)
     if job == "grow":
         from . import grow
         return grow.run(objects, plain)

@@ -17,7 +17,7 @@ from treediff.vae.config import GrowthConfig, OptimConfig, TreeVAEConfig
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | mnist | fashion_mnist
+    name: str = "digits"  # a treediff.data.sources name: digits, mnist, fashion_mnist, cifar10, celeba, cubicc, folder
     root: Optional[str] = None  # directory of the on-disk files (not needed for bundled data)
     limit_train: int = 0  # 0: all; otherwise the first N training images (quick runs)
     limit_test: int = 0
@@ -26,6 +26,22 @@ class DataConfig:
         for name in ("limit_train", "limit_test"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name}: must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class ShardsConfig:
+    """`treediff prepare`: where the data set's WebDataset shards go, and how they are cut."""
+
+    path: str = "shards/${data.name}"  # the shard set's directory (a shared file system on clusters)
+    samples_per_shard: int = 1000
+    seed: int = 0  # the shuffle before writing
+    overwrite: bool = False  # replace an existing complete set
+
+    def __post_init__(self) -> None:
+        if self.samples_per_shard < 1:
+            raise ValueError(f"shards.samples_per_shard: must be >= 1, got {self.samples_per_shard}")
+        if not self.path:
+            raise ValueError("shards.path: must name a directory")
 
 
 @dataclass
@@ -56,6 +72,7 @@ class JobConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
     threads: int = 0  # torch intra-op threads; 0: leave torch's default
 
     def check_diffusion(self) -> None:

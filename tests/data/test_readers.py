@@ -218,7 +218,7 @@ def test_digits_split_is_deterministic():
 
 def test_load_source_errors():
     assert set(SOURCES) >= {"digits", "mnist", "fashion_mnist"}
-    with pytest.raises(ValueError, match="'cifar100'.*digits, fashion_mnist, mnist"):
+    with pytest.raises(ValueError, match="'cifar100'.*known: celeba, cifar10, cubicc, digits, fashion_mnist, folder, mnist"):
         load_source("cifar100", "train")
     with pytest.raises(ValueError, match="'val'"):
         load_source("digits", "val")

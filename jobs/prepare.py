@@ -1,0 +1,34 @@
+"""`treediff prepare`: convert a data set from its on-disk format into WebDataset shards."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from treediff.data.shards import MANIFEST, ShardSet, write_shard_set
+from treediff.data.sources import SPLITS, open_source
+
+from .data import limited
+from .schema import JobConfig
+
+
+def run(cfg: JobConfig, plain: dict) -> dict:
+    out = Path(cfg.shards.path)
+    if (out / MANIFEST).is_file() and not cfg.shards.overwrite:
+        raise FileExistsError(f"{out} already holds a complete shard set; add shards.overwrite=true to replace it")
+    splits = {split: limited(open_source(cfg.data.name, split, cfg.data.root), cfg.data, split) for split in SPLITS}
+    print(f"[prepare] {cfg.data.name}: " + ", ".join(f"{len(s)} {name}" for name, s in splits.items())
+          + f" images -> {out} ({cfg.shards.samples_per_shard} per shard)", flush=True)
+    source = {"name": cfg.data.name, "root": str(Path(cfg.data.root).resolve()) if cfg.data.root else None,
+              "limit_train": cfg.data.limit_train, "limit_test": cfg.data.limit_test}
+    write_shard_set(splits, out, samples_per_shard=cfg.shards.samples_per_shard, seed=cfg.shards.seed,
+                    source=source, overwrite=cfg.shards.overwrite)
+    shards = ShardSet.open(out)
+    summary = {"path": str(out), "image_shape": list(shards.image_shape), "classes": shards.classes,
+               "manifest_sha256": shards.digest(),
+               **{split: {"count": shards.count(split), "shards": len(shards.shards(split))} for split in SPLITS}}
+    print(f"[prepare] wrote {summary['train']['shards']} train + {summary['test']['shards']} test shards, images "
+          f"{'x'.join(map(str, shards.image_shape))}; manifest {out / MANIFEST} (sha256 "
+          f"{summary['manifest_sha256'][:12]})", flush=True)
+    return summary
+
+
+__all__ = ["run"]

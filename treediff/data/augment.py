@@ -1,0 +1,43 @@
+"""Augmentations for the contrastive routing term (reference notes, section 6).
+
+Each preset maps a uint8 (C, H, W) tensor to an augmented uint8 (C, H, W) tensor, built from
+torchvision's transforms (v2, which work on uint8 tensors directly). The stream draws `views`
+of every image with it (two for the contrastive term); DDPM training uses none.
+
+  cifar   RandomResizedCrop(scale 0.2-1, bicubic), h-flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with
+          p = 0.8, RandomGrayscale p = 0.2 (CIFAR-10 and CUBICC in the reference)
+  celeba  RandomResizedCrop(scale 0.75-1, ratio 4/5-5/4), h-flip, ColorJitter(0.2, 0.2, 0.2)
+          with p = 0.8
+  flip    h-flip only (grey-scale data; the reference uses no augmentation there)
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+PRESETS = ("cifar", "celeba", "flip")
+
+
+def contrastive_augment(preset: str, image_size: int, channels: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    from torchvision.transforms import InterpolationMode, v2
+
+    if preset not in PRESETS:
+        raise ValueError(f"augmentation preset must be one of {PRESETS}, got {preset!r}")
+    if preset == "flip":
+        return v2.RandomHorizontalFlip()
+    if channels != 3:
+        raise ValueError(f"augmentation preset {preset!r} needs colour images, got {channels} channel(s)")
+    if preset == "cifar":
+        return v2.Compose([
+            v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), interpolation=InterpolationMode.BICUBIC,
+                                 antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+        ])
+    return v2.Compose([
+        v2.RandomResizedCrop(image_size, scale=(0.75, 1.0), ratio=(4 / 5, 5 / 4), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(0.2, 0.2, 0.2)], p=0.8),
+    ])

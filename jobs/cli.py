@@ -49,6 +49,9 @@ def compose(overrides: list[str]):
 def run_job(job: str, overrides: list[str]) -> Any:
     """Compose the config for `job` and run it (the tests call this too)."""
     objects, plain = compose(overrides)
+    if objects.cluster.runtime == "ray":
+        from cluster.session import prepare_environment
+        prepare_environment(objects.cluster)  # before anything imports ray
     if job == "prepare":
         from . import prepare
         return prepare.run(objects, plain)
@@ -65,12 +68,16 @@ def run_job(job: str, overrides: list[str]) -> Any:
         return diffuse.run(objects, plain)
     if job == "pipeline":
         from . import diffuse, grow
-        report = grow.run(objects, plain)
-        return {"tree": report, "diffusion": diffuse.run(objects, plain, modes=objects.pipeline.modes)}
+        from .runtime import session
+        with session(objects):  # one Ray session for every stage
+            report = grow.run(objects, plain)
+            return {"tree": report, "diffusion": diffuse.run(objects, plain, modes=objects.pipeline.modes)}
     raise JobError(f"unknown job {job!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cluster.loop import StageFailed
+
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(compose([o for o in overrides if o != "--cfg"])[1], sort_keys=False))
             return 0
         run_job(job, overrides)
-    except (JobError, ValueError, FileNotFoundError, FileExistsError) as e:
+    except (JobError, ValueError, FileNotFoundError, FileExistsError, StageFailed) as e:
         print(f"treediff {job}: error: {e}", file=sys.stderr)
         return 2
     return 0

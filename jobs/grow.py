@@ -1,4 +1,8 @@
-"""`treediff grow`: grow the CNN-TreeVAE phase by phase, then score its leaves."""
+"""`treediff grow`: grow the CNN-TreeVAE phase by phase, then score its leaves.
+
+runtime=ray (the default): every phase is a Ray task training on Ray Train + DeepSpeed workers
+fed from the data set's shards; runtime=inprocess: one plain process on images in memory.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,27 +16,94 @@ from treediff.vae.trainer import GrowthRun
 
 from .data import check_shape, load_split
 from .metrics import update_metrics
+from .runtime import ensure_shards, is_local, session
 from .schema import JobConfig
 
 
 def run(cfg: JobConfig, plain: dict) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    train, test = load_split(cfg.data, "train"), load_split(cfg.data, "test")
-    for split in (train, test):
-        check_shape(split, cfg.model.in_channels, cfg.model.image_size)
+    test = load_split(cfg.data, "test")
+    check_shape(test, cfg.model.in_channels, cfg.model.image_size)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
-    print(f"[grow] {len(train)} training / {len(test)} test images of {cfg.data.name}; run dir {run_dir}", flush=True)
-    model = GrowthRun(cfg.model, cfg.growth, cfg.optim, to_model_range(train.images), run_dir, plain).run()
+    tb = _tensorboard(cfg, run_dir, plain)
+    if cfg.cluster.runtime == "ray":
+        shards = ensure_shards(cfg, plain, "grow")
+        print(f"[grow] {shards.count('train')} training / {len(test)} test images of {cfg.data.name} "
+              f"(shards {shards.root}); {cfg.trainer.num_workers} Ray Train workers; run dir {run_dir}", flush=True)
+        from cluster.growth import RayExecutor
+        with session(cfg):
+            executor = RayExecutor(cfg.model, cfg.optim, cfg.trainer, shards.root, run_dir, local=is_local(cfg))
+            model = GrowthRun(cfg.model, cfg.growth, cfg.optim, None, run_dir, plain, executor=executor,
+                              log=_logger(tb)).run()
+    else:
+        train = load_split(cfg.data, "train")
+        check_shape(train, cfg.model.in_channels, cfg.model.image_size)
+        print(f"[grow] {len(train)} training / {len(test)} test images of {cfg.data.name}; in one process; "
+              f"run dir {run_dir}", flush=True)
+        model = GrowthRun(cfg.model, cfg.growth, cfg.optim, to_model_range(train.images), run_dir, plain,
+                          log=_logger(tb)).run()
     print(f"[grow] final tree ({len(model.tree.leaves)} leaves):", flush=True)
-    report = evaluate_tree(model, to_model_range(test.images), test.labels)
-    print(model.tree.render({int(k): v for k, v in report["leaf_sizes"].items()}), flush=True)
+    x_test = to_model_range(test.images)
+    report = evaluate_tree(model, x_test, test.labels)
+    sizes = {int(k): v for k, v in report["leaf_sizes"].items()}
+    print(model.tree.render(sizes), flush=True)
     update_metrics(run_dir, ["tree"], report)  # keeps the other stages' entries
     if "nmi" in report:
         print(f"[grow] test split: NMI {report['nmi']:.3f}  ACC {report['acc']:.3f}  ARI {report['ari']:.3f}  "
               f"leaf purity {report['leaf_purity']:.3f}  dendrogram purity {report['dendrogram_purity']:.3f}",
               flush=True)
-    print(f"[grow] metrics written to {run_dir / 'metrics.json'}", flush=True)
+    _log_final_tree(tb, model, x_test, sizes, report)
+    print(f"[grow] metrics written to {run_dir / 'metrics.json'}; TensorBoard: treediff monitor run_dir={run_dir}",
+          flush=True)
     return report
+
+
+def _tensorboard(cfg: JobConfig, run_dir: Path, plain: dict):
+    from cluster.tensorboard import TBLogger
+    tb = TBLogger(run_dir / "tb" / "driver")
+    tb.text("config", "```\n" + yaml.safe_dump(plain, sort_keys=False) + "\n```")
+    return tb
+
+
+def _logger(tb):
+    from treediff.vae.trainer import _print_logger
+
+    def log(event: str, data: dict) -> None:
+        _print_logger(event, data)
+        if event == "phase":
+            from cluster.tensorboard import tree_figure
+            step = int(data["name"].split("-")[1])
+            tb.figure("tree/topology", tree_figure(_tree_of(data["tree"])), step)
+            tb.scalars({"leaves": len(data["leaves"])}, step, prefix="tree/")
+        elif event == "epoch":  # in-process phases
+            step = data["epoch"]
+            tb.scalars({k: v for k, v in data.items() if k not in ("phase", "epoch")}, step,
+                       prefix=f"tree/{data['phase']}/")
+        tb.flush()
+    return log
+
+
+def _tree_of(nodes: list[int]):
+    from treediff.tree import Tree
+    return Tree(set(nodes))
+
+
+@torch.no_grad()
+def _log_final_tree(tb, model, x_test: torch.Tensor, sizes: dict[int, int], report: dict) -> None:
+    """The final tree with leaf sizes, reconstructions and prior samples per leaf, metrics."""
+    from cluster.tensorboard import tree_figure
+
+    tb.figure("tree/final", tree_figure(model.tree, sizes), 0)
+    x_hat, leaf_of = model.reconstruct(x_test[:512])
+    for leaf in model.tree.leaves:
+        rows = (leaf_of == leaf).nonzero(as_tuple=True)[0][:8]
+        if len(rows):
+            tb.images(f"reconstructions/leaf_{leaf}", torch.cat([x_test[:512][rows], x_hat[rows]]), 0, nrow=len(rows))
+    gen = model.generate(8, generator=torch.Generator().manual_seed(0))
+    for leaf in model.tree.leaves:
+        tb.images(f"samples/leaf_{leaf}", gen.images[leaf], 0)
+    tb.scalars({k: v for k, v in report.items() if isinstance(v, float)}, 0, prefix="metrics/")
+    tb.close()

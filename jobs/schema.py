@@ -11,6 +11,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from cluster.config import ClusterConfig, TrainerConfig
 from treediff.diffusion.config import CONDITIONINGS, DiffusionConfig, SamplerConfig
 from treediff.vae.config import GrowthConfig, OptimConfig, TreeVAEConfig
 
@@ -73,6 +74,8 @@ class JobConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     threads: int = 0  # torch intra-op threads; 0: leave torch's default
 
     def check_diffusion(self) -> None:

@@ -10,7 +10,7 @@ from jobs.cli import JobError, run_job
 from treediff.checkpoint import load_checkpoint
 from treediff.vae.trainer import final_checkpoint, load_tree_model
 
-QUICK = ["optim.epochs_initial=6", "optim.epochs_subtree=4", "optim.epochs_finetune=2", "optim.batch_size=64",
+QUICK = ["cluster=inprocess", "optim.epochs_initial=6", "optim.epochs_subtree=4", "optim.epochs_finetune=2", "optim.batch_size=64",
          "growth.num_clusters_tree=5"]
 
 
@@ -62,7 +62,7 @@ def test_fashion_mnist_trains_through_the_same_path(run_dir):
             pytest.fail("dataset-fashion-mnist is missing in CI")
         pytest.skip("Debian package dataset-fashion-mnist is not installed")
     # the reference's Fashion-MNIST schedule (KL annealing from 0.5), shortened
-    report = run_job("grow", [f"run_dir={run_dir}", "data=fashion_mnist", "model=tree_mnist", "optim=fashion_mnist",
+    report = run_job("grow", [f"run_dir={run_dir}", "cluster=inprocess", "data=fashion_mnist", "model=tree_mnist", "optim=fashion_mnist",
                               "data.limit_train=2048", "data.limit_test=512", "optim.epochs_initial=4",
                               "optim.epochs_subtree=2", "optim.epochs_finetune=1", "optim.batch_size=128",
                               "growth.num_clusters_tree=3"])
@@ -81,7 +81,7 @@ def test_fashion_mnist_trains_through_the_same_path(run_dir):
 ])
 def test_bad_input_names_the_culprit(run_dir, override, message):
     with pytest.raises((JobError, ValueError, FileNotFoundError), match=message):
-        run_job("grow", [f"run_dir={run_dir}", override])
+        run_job("grow", [f"run_dir={run_dir}", "cluster=inprocess", override])
 
 
 def test_cli_reports_errors_in_one_line(run_dir):

@@ -9,7 +9,7 @@ from PIL import Image
 
 from jobs.cli import JobError, run_job
 
-GROW = ["optim.epochs_initial=6", "optim.epochs_subtree=3", "optim.epochs_intermediate=0",
+GROW = ["cluster=inprocess", "optim.epochs_initial=6", "optim.epochs_subtree=3", "optim.epochs_intermediate=0",
         "optim.epochs_finetune=2", "growth.num_clusters_tree=4"]
 DIFFUSE = ["diffusion.steps=40", "diffusion.warmup_steps=5", "diffusion.log_every=10", "sampler.steps=8",
            "sampler.samples_per_leaf=3"]
@@ -50,7 +50,7 @@ def test_diffuse_reuses_a_complete_checkpoint(pipeline_run, capsys):
 
 def test_diffuse_needs_a_grown_tree(tmp_path):
     with pytest.raises(FileNotFoundError, match="treediff grow"):
-        run_job("diffuse", [f"run_dir={tmp_path / 'empty'}"] + DIFFUSE)
+        run_job("diffuse", [f"run_dir={tmp_path / 'empty'}", "cluster=inprocess"] + DIFFUSE)
 
 
 def test_bad_diffusion_config_stops_the_pipeline_before_the_tree(tmp_path):
@@ -58,7 +58,7 @@ def test_bad_diffusion_config_stops_the_pipeline_before_the_tree(tmp_path):
                             ("diffusion.attention_resolutions=[3]", "diffusion.attention_resolutions"),
                             ("pipeline.modes=[path,bogus]", "pipeline.modes")]:
         with pytest.raises(JobError, match=field):
-            run_job("pipeline", [f"run_dir={tmp_path / 'run'}", override])
+            run_job("pipeline", [f"run_dir={tmp_path / 'run'}", "cluster=inprocess", override])
     assert not (tmp_path / "run").exists()
 
 

@@ -7,10 +7,11 @@ which rank it is, so the same code runs in one process, in Ray Train workers or 
              same seed on every rank) is split by rank, then by DataLoader worker, so ranks
              and workers read disjoint shards and every sample is seen exactly once. Ranks get
              unequal batch counts when shards do not divide evenly: use it for evaluation.
-* resampled  each (rank, worker) draws shards with replacement from its own seeded stream,
-             and the loader stops after `batches_per_epoch` full batches, so every rank
-             yields the same number of batches and collectives never wait on a finished rank.
-             Use it for training.
+* resampled  each rank takes its own share of the shards (disjoint from the other ranks' when
+             there are at least as many shards as ranks), each (rank, worker) draws from it with
+             replacement in its own seeded stream, and the loader stops after
+             `batches_per_epoch` full batches, so every rank yields the same number of batches
+             and collectives never wait on a finished rank. Use it for training.
 
 Samples are shuffled in a seeded buffer, decoded from PNG to float tensors in [-1, 1]
 (C, H, W), optionally augmented into several views ((views, C, H, W), for the contrastive
@@ -51,6 +52,7 @@ class StreamConfig:
     verify: bool = True  # sha256 of the shards this rank reads, before reading
     on_error: str = "raise"
     drop_last: bool = False  # exact mode: drop each worker's last partial batch
+    keys: frozenset | None = None  # only these sample keys (e.g. the samples of the leaf a phase splits)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -100,6 +102,16 @@ def _permuted(urls: list[str], seed: int, epoch: int) -> list[str]:
     return [urls[i] for i in order]
 
 
+class _InKeys:
+    """Picklable predicate for wds.select: the sample's key is in the set."""
+
+    def __init__(self, keys: frozenset):
+        self.keys = keys
+
+    def __call__(self, sample: dict) -> bool:
+        return sample.get("__key__") in self.keys
+
+
 class _Decode:
     """Sample dict -> (x, label, key); x float (C, H, W) or (views, C, H, W) in [-1, 1]."""
 
@@ -138,7 +150,13 @@ def shard_stream(shards: ShardSet, split: str, cfg: StreamConfig, augment: Calla
         if cfg.num_workers and len(mine) < cfg.num_workers:
             warnings.warn(f"rank {cfg.rank} reads {len(mine)} shards with {cfg.num_workers} loader workers: some "
                           f"workers get none; write more, smaller shards (samples_per_shard)", stacklevel=2)
+    elif cfg.keys is not None:
+        mine = urls  # a key subset may sit in few shards: every rank resamples them all, or one could starve
+    elif len(urls) >= cfg.world_size:
+        mine = urls[cfg.rank::cfg.world_size]  # resampled within this rank's own shards: ranks stay disjoint
     else:
+        warnings.warn(f"{len(urls)} shards for {cfg.world_size} ranks: every rank resamples all of them (ranks "
+                      f"overlap); write more, smaller shards (samples_per_shard)", stacklevel=2)
         mine = urls
     if cfg.verify:
         good = []
@@ -159,6 +177,8 @@ def shard_stream(shards: ShardSet, split: str, cfg: StreamConfig, augment: Calla
         source = [wds.ResampledShards(mine, seed=wds.utils.make_seed(cfg.seed, cfg.epoch), deterministic=True,
                                       worker_seed=lambda: rank * 1000 + _worker_id())]
     stages = source + [wds.tarfile_to_samples(handler=policy)]
+    if cfg.keys is not None:
+        stages.append(wds.select(_InKeys(frozenset(cfg.keys))))
     if cfg.shuffle_buffer:
         stages.append(wds.pipelinefilter(_seeded_shuffle)(cfg.shuffle_buffer, cfg.seed, cfg.epoch, cfg.rank))
     stages += [wds.map(_Decode(shards.image_shape, cfg.views, augment), handler=policy),
@@ -184,6 +204,7 @@ def make_loader(shards: ShardSet, split: str, cfg: StreamConfig, augment: Callab
     loader = wds.WebLoader(pipeline, batch_size=None, num_workers=cfg.num_workers,
                            persistent_workers=False, prefetch_factor=4 if cfg.num_workers else None)
     if cfg.mode == "resampled":
-        n = cfg.batches_per_epoch or max(1, shards.count(split) // (cfg.batch_size * cfg.world_size))
+        count = len(cfg.keys) if cfg.keys is not None else shards.count(split)
+        n = cfg.batches_per_epoch or max(1, count // (cfg.batch_size * cfg.world_size))
         loader = loader.with_epoch(n)
     return loader

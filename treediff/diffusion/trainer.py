@@ -107,6 +107,13 @@ def _summary(losses: list[float], log_every: int) -> dict[str, Any]:
             "loss_history": history, "loss_history_every": log_every}
 
 
+def denoiser_meta(tree_dir: Path, out_dir: Path, tree_hash: str, arch: dict[str, int], mode: str, steps: int,
+                  history: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """meta.json of a denoiser checkpoint: the tree it needs (path, relative path, weights sha256)."""
+    return {"tree_checkpoint": str(tree_dir), "tree_checkpoint_relative": os.path.relpath(tree_dir, out_dir),
+            "tree_weights_sha256": tree_hash, "denoiser": arch, "mode": mode, "steps": steps, **history, **extra}
+
+
 def train_diffusion(tree_ckpt_dir: str | Path, cfg: DiffusionConfig, sampler_cfg: SamplerConfig, x_train: torch.Tensor,
                     out_dir: str | Path, config_dict: dict[str, Any] | None = None, log: Logger | None = None,
                     device: str | torch.device | None = None) -> Path:
@@ -166,9 +173,8 @@ def train_diffusion(tree_ckpt_dir: str | Path, cfg: DiffusionConfig, sampler_cfg
     config["diffusion"], config["sampler"] = asdict(cfg), asdict(sampler_cfg)
 
     def meta(steps: int, extra: dict[str, Any]) -> dict[str, Any]:
-        return {"tree_checkpoint": str(tree_dir), "tree_checkpoint_relative": os.path.relpath(tree_dir, out_dir),
-                "tree_weights_sha256": tree_hash, "denoiser": denoiser.arch(), "mode": mode, "steps": steps,
-                **_summary(losses, cfg.log_every), **extra}
+        return denoiser_meta(tree_dir, out_dir, tree_hash, denoiser.arch(), mode, steps,
+                             _summary(losses, cfg.log_every), **extra)
 
     denoiser.train()
     t0 = time.time()
@@ -256,5 +262,5 @@ def read_meta(out_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(out_dir) / META).read_text())
 
 
-__all__ = ["train_diffusion", "load_denoiser", "is_complete", "progress_dir", "sha256_file", "verify_tree",
+__all__ = ["train_diffusion", "denoiser_meta", "load_denoiser", "is_complete", "progress_dir", "sha256_file", "verify_tree",
            "read_meta"]

@@ -114,17 +114,44 @@ def leaf_assignments(model: TreeVAE, x: torch.Tensor) -> np.ndarray:
     return np.asarray(model.tree.leaves)[probs.argmax(1)]
 
 
-class GrowthRun:
-    """Runs (or resumes) the whole growth schedule in one process."""
+class InProcessExecutor:
+    """Trains phases and computes leaf probabilities in this process, on images held in memory.
 
-    def __init__(self, model_cfg: TreeVAEConfig, growth: GrowthConfig, optim: OptimConfig, x_train: torch.Tensor,
-                 run_dir: str | Path, config: dict[str, Any], log: Logger | None = None):
+    The executor interface GrowthRun drives (cluster.growth.RayExecutor is the distributed one):
+      train(model, subtree, epochs, desc, subset)  train in place; subset: bool mask over the
+                                                   training samples (in leaf_probs' order) or None
+      leaf_probs(model) -> (N, L) array            P(leaf | x) of every training sample
+    """
+
+    def __init__(self, x_train: torch.Tensor, optim: OptimConfig, log: Logger):
+        self.x, self.optim, self.log = x_train, optim, log
+        self.generator = torch.Generator().manual_seed(optim.seed)
+
+    def train(self, model: TreeVAE, *, subtree: int | None, epochs: int, desc: str,
+              subset: np.ndarray | None = None) -> None:
+        x = self.x if subset is None else self.x[torch.as_tensor(np.flatnonzero(subset))]
+        train_epochs(model, x, subtree=subtree, epochs=epochs, optim=self.optim, generator=self.generator, desc=desc,
+                     log=self.log)
+
+    def leaf_probs(self, model: TreeVAE) -> np.ndarray:
+        return predict_leaf_probs(model, self.x)
+
+
+class GrowthRun:
+    """Runs (or resumes) the whole growth schedule; phases are trained by an executor."""
+
+    def __init__(self, model_cfg: TreeVAEConfig, growth: GrowthConfig, optim: OptimConfig,
+                 x_train: torch.Tensor | None, run_dir: str | Path, config: dict[str, Any], log: Logger | None = None,
+                 executor: Any = None):
         self.model_cfg, self.growth, self.optim = model_cfg, growth, optim
-        self.x = x_train
         self.dir = Path(run_dir) / "tree"
         self.config = config
         self.log = log or _print_logger
-        self.generator = torch.Generator().manual_seed(optim.seed)
+        if executor is None:
+            if x_train is None:
+                raise ValueError("GrowthRun: give the training images or an executor")
+            executor = InProcessExecutor(x_train, optim, self.log)
+        self.executor = executor
         if growth.max_depth > model_cfg.max_depth:
             raise ValueError(f"growth.max_depth={growth.max_depth} exceeds model.max_depth={model_cfg.max_depth}")
 
@@ -170,18 +197,17 @@ class GrowthRun:
         g, o = self.growth, self.optim
         min_samples = g.min_samples or o.batch_size
 
+        ex = self.executor
         if state.phase < 0:
-            train_epochs(model, self.x, subtree=None, epochs=o.epochs_initial, optim=o, generator=self.generator,
-                         desc="initial", log=self.log)
+            ex.train(model, subtree=None, epochs=o.epochs_initial, desc="initial")
             self._save(model, state, "initial")
 
         while not state.growth_done and state.splits < g.max_phases:
             if (g.intermediate_fulltrain_every and state.splits and state.kind != "fulltrain"
                     and state.splits % g.intermediate_fulltrain_every == 0):
-                train_epochs(model, self.x, subtree=None, epochs=o.epochs_intermediate, optim=o,
-                             generator=self.generator, desc=f"fulltrain@{state.splits}", log=self.log)
+                ex.train(model, subtree=None, epochs=o.epochs_intermediate, desc=f"fulltrain@{state.splits}")
                 self._save(model, state, "fulltrain")
-            probs = predict_leaf_probs(model, self.x)
+            probs = ex.leaf_probs(model)
             leaves = model.tree.leaves
             decision = choose_split(probs, leaves, num_clusters=g.num_clusters_tree, min_samples=min_samples,
                                     max_depth=g.max_depth, non_expandable=set(state.non_expandable),
@@ -195,13 +221,11 @@ class GrowthRun:
             leaf = decision.leaf
             self._decision("split", f"split leaf {leaf}: {decision.reason}; counts {decision.counts}"
                            + (f"; skipped {decision.skipped}" if decision.skipped else ""), **decision.to_dict())
-            column = leaves.index(leaf)
-            subset = np.flatnonzero(probs[:, column] >= decision.threshold)
+            subset = probs[:, leaves.index(leaf)] >= decision.threshold
             model.split(leaf)
-            train_epochs(model, self.x[torch.as_tensor(subset)], subtree=leaf, epochs=o.epochs_subtree, optim=o,
-                         generator=self.generator, desc=f"subtree@{leaf}", log=self.log)
+            ex.train(model, subtree=leaf, epochs=o.epochs_subtree, desc=f"subtree@{leaf}", subset=subset)
             state.splits += 1
-            self._save(model, state, "subtree", leaf, {"decision": decision.to_dict(), "subset": len(subset)})
+            self._save(model, state, "subtree", leaf, {"decision": decision.to_dict(), "subset": int(subset.sum())})
         else:
             state.growth_done = True
 
@@ -210,8 +234,7 @@ class GrowthRun:
                 self._prune(model)
             self._save(model, state, "prune")
         if state.kind == "prune":
-            train_epochs(model, self.x, subtree=None, epochs=o.epochs_finetune, optim=o, generator=self.generator,
-                         desc="finetune", log=self.log)
+            ex.train(model, subtree=None, epochs=o.epochs_finetune, desc="finetune")
             self._save(model, state, "finetune")
         model.set_trainable(None)
         model.eval()
@@ -219,7 +242,8 @@ class GrowthRun:
 
     def _prune(self, model: TreeVAE) -> None:
         while True:
-            assignments = leaf_assignments(model, self.x)
+            probs = self.executor.leaf_probs(model)
+            assignments = np.asarray(model.tree.leaves)[probs.argmax(1)]
             decision = choose_prune(assignments, model.tree, self.growth.prune_fraction)
             if decision.leaf is None:
                 self._decision("prune-stop", f"pruning done: {decision.reason}", sizes=decision.sizes)

@@ -1,0 +1,220 @@
+"""One Ray Train + DeepSpeed loop for every stage (treediff.stages): tree phases, diffusion, ...
+
+Each worker builds the stage's model, wraps it in a DeepSpeed engine (the stage's optimiser and
+LambdaLR as client objects; ZeRO stage, precision, accumulation and clipping from the trainer
+config), streams its share of the shards (resampled, a fixed number of batches per epoch, so
+ranks never wait on each other) and trains. Every `checkpoint_every` epochs (and at the end)
+each rank saves the engine (ZeRO shards), rank 0 adds the stage's export (consolidated weights,
+EMA) and `progress.json`, and all ranks report the directory to Ray Train, which merges them.
+After a worker failure Ray Train restarts the workers and `ray.train.get_checkpoint()` resumes
+at the epoch after the last checkpoint. Rank 0 writes TensorBoard scalars per epoch.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from treediff.data.shards import ShardSet
+from treediff.data.stream import StreamConfig, make_loader
+from treediff.stages.base import Stage
+
+from .config import TrainerConfig
+
+EXPORT = "export.pt"
+PROGRESS = "progress.json"
+DS_TAG = "ds"
+
+
+class StageFailed(RuntimeError):
+    """A stage stopped with an error the user must act on (NaN loss, bad data, bad config)."""
+
+
+@dataclass
+class StageData:
+    shards: str  # the shard set's directory
+    global_batch: int  # samples per optimiser step over all workers (x grad_accum micro steps)
+    split: str = "train"
+    keys: frozenset | None = None  # only these samples (a subtree phase's leaf)
+    seed: int = 0
+
+
+def deepspeed_config(t: TrainerConfig, micro_batch: int, on_gpu: bool) -> dict[str, Any]:
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and on_gpu)
+    return {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": t.grad_accum,
+            "gradient_clipping": t.grad_clip, "zero_optimization": {"stage": t.zero_stage},
+            "bf16": {"enabled": bf16}, "zero_allow_untested_optimizer": True, "steps_per_print": 10 ** 9,
+            "wall_clock_breakdown": False}
+
+
+def _deepspeed():
+    import deepspeed
+
+    # DeepSpeed JIT-builds its shared-memory comm op on CPU at every fresh environment (30-45 s,
+    # two compilers at once). Marking it incompatible makes DeepSpeed use plain gloo collectives.
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    return deepspeed
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+
+    stage: Stage = config["stage"]
+    data: StageData = config["data"]
+    t: TrainerConfig = config["trainer"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(t.cpus_per_worker)
+    on_gpu = t.use_gpu and torch.cuda.is_available()
+    if data.global_batch % (world * t.grad_accum):
+        raise StageFailed(f"{stage.name}: the batch size {data.global_batch} is not divisible by "
+                          f"trainer.num_workers x trainer.grad_accum = {world} x {t.grad_accum}")
+    micro = data.global_batch // (world * t.grad_accum)
+    shards = ShardSet.open(data.shards)
+    n = len(data.keys) if data.keys is not None else shards.count(data.split)
+    steps_per_epoch = max(1, n // data.global_batch)  # optimiser steps
+
+    stage.setup(data.seed + rank)
+    model = stage.build()
+    params = stage.trainable(model)
+    opt = stage.optimizer(params)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, stage.lr_lambda(steps_per_epoch))
+    engine, _, _, _ = _deepspeed().initialize(model=model, model_parameters=params, optimizer=opt,
+                                              lr_scheduler=sched,
+                                              config=deepspeed_config(t, micro, on_gpu))
+    device = engine.device
+    start_epoch, history = 0, []
+    resumed = ray.train.get_checkpoint()
+    if resumed is not None:
+        with resumed.as_directory() as d:
+            engine.load_checkpoint(d, tag=DS_TAG)
+            stage.load_export(engine.module, torch.load(Path(d) / EXPORT, map_location="cpu", weights_only=False))
+            progress = json.loads((Path(d) / PROGRESS).read_text())
+            start_epoch, history = progress["epoch"] + 1, list(progress.get("loss_history", []))
+            torch.distributed.barrier()  # nobody leaves (and deletes) the directory while others read
+    tb = None
+    if rank == 0 and config.get("tb_dir"):
+        from .tensorboard import TBLogger
+        tb = TBLogger(config["tb_dir"])
+        if start_epoch == 0 and config.get("config_text"):
+            tb.text("config", config["config_text"])
+
+    for epoch in range(start_epoch, stage.epochs):
+        engine.train()
+        epoch_logs = stage.begin_epoch(engine.module, epoch)
+        loader = make_loader(shards, data.split, StreamConfig(
+            batch_size=micro, rank=rank, world_size=world, num_workers=t.loader_workers, mode="resampled",
+            batches_per_epoch=steps_per_epoch * t.grad_accum, shuffle_buffer=t.shuffle_buffer, seed=data.seed,
+            epoch=epoch, keys=data.keys))
+        sums: dict[str, float] = {}
+        step_losses: list[float] = []
+        micro_steps, t0 = 0, time.perf_counter()
+        for batch in loader:
+            x = batch[0].to(device)
+            loss, logs = stage.loss(engine, (x, *batch[1:]))
+            if not torch.isfinite(loss):
+                raise StageFailed(f"{stage.name}: loss is {loss.item()} at epoch {epoch}, micro step {micro_steps} "
+                                  f"on rank {rank}; the last good checkpoint is kept")
+            engine.backward(loss)
+            engine.step()
+            if engine.is_gradient_accumulation_boundary():
+                stage.after_step(engine.module)
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            step_losses.append(loss.item())
+            micro_steps += 1
+        seconds = time.perf_counter() - t0
+        metrics = {k: v / max(micro_steps, 1) for k, v in sums.items()} | epoch_logs
+        metrics |= {"epoch": epoch, "lr": sched.get_last_lr()[0],
+                    "images_per_s": micro_steps * micro * world / max(seconds, 1e-9)}
+        history.append(metrics.get("loss", float("nan")))
+        if config.get("record_losses"):
+            metrics["step_losses"] = step_losses
+        if tb is not None:
+            tb.scalars(metrics, step=(epoch + 1) * steps_per_epoch, prefix=f"{stage.name}/")
+            tb.flush()
+        last = epoch == stage.epochs - 1
+        if last or (epoch + 1) % t.checkpoint_every == 0:
+            d = tempfile.mkdtemp(prefix=f"{stage.name.replace('/', '-')}-ckpt-")
+            engine.save_checkpoint(d, tag=DS_TAG)  # a collective: every rank writes its ZeRO partition
+            if rank == 0:
+                torch.save(stage.export(engine.module), Path(d) / EXPORT)
+                (Path(d) / PROGRESS).write_text(json.dumps({"epoch": epoch, "steps_per_epoch": steps_per_epoch,
+                                                            "loss_history": history}))
+            ray.train.report(metrics | {"loss_history": list(history)},
+                             checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(metrics | {"loss_history": list(history)})
+    if tb is not None:
+        tb.close()
+
+
+def fit_stage(stage: Stage, data: StageData, trainer: TrainerConfig, *, name: str, local: bool,
+              tb_dir: str | None = None, config_text: str | None = None, record_losses: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run `stage` on Ray Train workers; returns (its export from the final checkpoint, last metrics).
+
+    Raises StageFailed with the worker's message when the stage fails.
+    """
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from .rendezvous import torch_config
+
+    storage = Path(trainer.storage_path).resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    scaling = ScalingConfig(num_workers=trainer.num_workers, use_gpu=trainer.use_gpu,
+                            resources_per_worker={"CPU": trainer.cpus_per_worker,
+                                                  **({"GPU": 1} if trainer.use_gpu else {})})
+    run = RunConfig(name=name, storage_path=str(storage), failure_config=FailureConfig(max_failures=trainer.max_failures))
+    tc = torch_config(trainer.rendezvous, local, str(storage / "rendezvous"), trainer.timeout_s, trainer.use_gpu)
+    loop_config = {"stage": stage, "data": data, "trainer": trainer, "tb_dir": tb_dir, "config_text": config_text,
+                   "record_losses": record_losses}
+    try:
+        result = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config, scaling_config=scaling,
+                              run_config=run, torch_config=tc).fit()
+    except Exception as e:  # TrainingFailedError and friends: surface the worker's own message
+        raise StageFailed(f"{stage.name}: {_root_message(e)} (Ray Train run {storage / name})") from e
+    if result.error is not None:
+        raise StageFailed(f"{stage.name}: {_root_message(result.error)} (Ray Train run {storage / name})")
+    with result.checkpoint.as_directory() as d:
+        export = torch.load(Path(d) / EXPORT, map_location="cpu", weights_only=False)
+    return export, dict(result.metrics or {})
+
+
+def _root_message(e: BaseException) -> str:
+    """The innermost meaningful message of a (Ray-wrapped) exception chain."""
+    seen, cur, best = set(), e, str(e)
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (StageFailed, FileNotFoundError, ValueError)) and str(cur):
+            best = str(cur)
+        cur = cur.__cause__ or cur.__context__
+    text = best.strip().splitlines()
+    for line in reversed(text):  # Ray's text ends with the worker exception's own line
+        if "StageFailed:" in line or "Error:" in line:
+            return line.split("StageFailed:", 1)[-1].strip()
+    return text[-1] if text else type(e).__name__
+
+
+def plain_steps(stage: Stage, data: StageData, steps: int, seed: int | None = None) -> list[float]:
+    """The same stage and stream in one process without Ray or DeepSpeed (a check of the loop)."""
+    from treediff.stages.base import run_plain
+
+    shards = ShardSet.open(data.shards)
+    n = len(data.keys) if data.keys is not None else shards.count(data.split)
+    steps_per_epoch = max(1, n // data.global_batch)
+
+    def batches(epoch: int):
+        return make_loader(shards, data.split, StreamConfig(
+            batch_size=data.global_batch, mode="resampled", batches_per_epoch=steps_per_epoch, shuffle_buffer=1000,
+            seed=data.seed, epoch=epoch, keys=data.keys))
+    _, losses = run_plain(stage, batches, steps_per_epoch, seed=data.seed if seed is None else seed, max_steps=steps)
+    return losses
+
+
+__all__ = ["StageData", "StageFailed", "fit_stage", "train_loop_per_worker", "deepspeed_config", "plain_steps"]

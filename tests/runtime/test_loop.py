@@ -1,0 +1,141 @@
+"""The Ray Train + DeepSpeed loop on a local Ray cluster (127.0.0.1, 2 CPUs): agreement with a
+plain loop, loopback-only listeners, NaN handling, and recovery from a killed worker."""
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cluster.config import TrainerConfig
+from cluster.loop import StageData, StageFailed, fit_stage, plain_steps
+from treediff.stages import TreePhaseStage
+
+from runtime_helpers import LOOPBACK, descendants, initial_stage, listeners_of, register_by_value
+
+register_by_value(__name__)
+
+
+class ProbeStage(TreePhaseStage):
+    """Records, at its first step, this worker's pid and the host's listening sockets."""
+
+    def __init__(self, *args, probe_dir: str, **kw):
+        super().__init__(*args, **kw)
+        self.probe_dir, self.probed = probe_dir, False
+
+    def loss(self, forward, batch):
+        if not self.probed:
+            import subprocess
+            self.probed = True
+            out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+            Path(self.probe_dir, f"ss-{os.getpid()}.txt").write_text(out)
+        return super().loss(forward, batch)
+
+
+class NaNAtEpoch2(TreePhaseStage):
+    def begin_epoch(self, model, epoch):
+        self.epoch = epoch
+        return super().begin_epoch(model, epoch)
+
+    def loss(self, forward, batch):
+        loss, logs = super().loss(forward, batch)
+        return (loss * float("nan"), logs) if self.epoch >= 2 else (loss, logs)
+
+
+class SlowLoggedStage(TreePhaseStage):
+    """Logs `pid epoch` at every epoch start and sleeps a little per step (time to kill a worker)."""
+
+    def __init__(self, *args, log_path: str, **kw):
+        super().__init__(*args, **kw)
+        self.log_path = log_path
+
+    def begin_epoch(self, model, epoch):
+        with open(self.log_path, "a") as f:
+            f.write(f"{os.getpid()} {epoch}\n")
+        return super().begin_epoch(model, epoch)
+
+    def loss(self, forward, batch):
+        time.sleep(0.1)  # an epoch of 22 steps takes > 2 s
+        return super().loss(forward, batch)
+
+
+def trainer(tmp_path, **kw):
+    return TrainerConfig(**{"num_workers": 2, "storage_path": str(tmp_path / "ray"), "max_failures": 0, **kw})
+
+
+def test_one_worker_matches_the_plain_loop(local_ray, digit_shards, tmp_path):
+    data = StageData(digit_shards, global_batch=64, seed=5)
+    plain = plain_steps(initial_stage(), data, steps=20)
+    _, metrics = fit_stage(initial_stage(), data, trainer(tmp_path, num_workers=1), name="eq", local=True,
+                           record_losses=True)
+    ray_losses = metrics["step_losses"][:20]
+    assert len(plain) == len(ray_losses) == 20
+    assert plain[0] != plain[-1]
+    assert ray_losses == pytest.approx(plain, rel=1e-4, abs=1e-4)
+
+
+def test_two_workers_zero1_train_and_listen_on_loopback_only(local_ray, digit_shards, tmp_path):
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    stage = initial_stage(epochs=3, cls=ProbeStage, probe_dir=str(probe))
+    export, metrics = fit_stage(stage, StageData(digit_shards, global_batch=64), trainer(tmp_path, zero_stage=1),
+                                name="two", local=True, tb_dir=str(tmp_path / "tb"))
+    assert metrics["epoch"] == 2 and len(metrics["loss_history"]) == 3
+    assert metrics["loss_history"][-1] < metrics["loss_history"][0]
+    assert set(export["model"]) == set(stage.init_state)
+    # the workers' own sockets (gloo included) and every Ray process of this session
+    files = sorted(probe.glob("ss-*.txt"))
+    assert len(files) == 2
+    worker_pids = [int(f.stem.split("-")[1]) for f in files]
+    seen = []
+    for f, pid in zip(files, worker_pids):
+        for line in f.read_text().splitlines():
+            if f"pid={pid}," in line:
+                seen.append(line.split()[3].rsplit(":", 1)[0])
+    seen += [addr for addr, _ in listeners_of(descendants())]
+    assert seen and all(addr in LOOPBACK for addr in seen), seen
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(local_ray, digit_shards, tmp_path):
+    stage = initial_stage(epochs=4, cls=NaNAtEpoch2)
+    with pytest.raises(StageFailed, match=r"loss is nan at epoch 2.*last good checkpoint"):
+        fit_stage(stage, StageData(digit_shards, global_batch=64), trainer(tmp_path), name="nan", local=True)
+    kept = [json.loads(p.read_text())["epoch"] for p in (tmp_path / "ray" / "nan").glob("checkpoint_*/progress.json")]
+    assert max(kept) == 1  # epochs 0 and 1 were checkpointed and are still there
+
+
+def test_killed_worker_restarts_from_the_last_checkpoint(local_ray, digit_shards, tmp_path):
+    log = tmp_path / "epochs.log"
+    stage = initial_stage(epochs=5, cls=SlowLoggedStage, log_path=str(log))
+    killed = {}
+
+    def killer():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            lines = log.read_text().split("\n") if log.exists() else []
+            begun = [tuple(map(int, l.split())) for l in lines if l]
+            at_two = [pid for pid, epoch in begun if epoch == 2]
+            if at_two:
+                time.sleep(1.5)  # mid-epoch, once the controller has registered epoch 1's checkpoint
+                killed["pid"], killed["epoch"] = at_two[0], 2
+                os.kill(at_two[0], signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    export, metrics = fit_stage(stage, StageData(digit_shards, global_batch=64), trainer(tmp_path, max_failures=1),
+                                name="kill", local=True)
+    thread.join(timeout=5)
+    assert killed, "the worker was never killed"
+    assert metrics["epoch"] == 4 and export["model"]
+    begun = [tuple(map(int, l.split())) for l in log.read_text().split("\n") if l]
+    first_pids = {pid for pid, epoch in begun if epoch == 0}
+    restarted = [epoch for pid, epoch in begun if pid not in first_pids]
+    assert restarted, "no worker was restarted"
+    # the new workers resume after the last checkpoint (epoch 1, or 2 if it was saved before the kill
+    # landed): nothing before it is redone, at most the interrupted epoch is
+    assert min(restarted) in (2, 3) and max(restarted) == 4
+    assert sorted(set(restarted)) == list(range(min(restarted), 5))

@@ -1,0 +1,64 @@
+"""One phase of TreeVAE growth as a stage: initial tree, new subtree, full retraining, fine-tuning.
+
+The phase starts from a model state (weights + tree topology, as the driver left it: for a
+subtree phase the leaf is already split and its new modules freshly initialised), trains the
+whole tree (`subtree=None`) or only the subtree below `subtree` (everything else frozen, in
+eval mode), with a fresh Adam (L2 decay) + StepLR per epoch and KL annealing restarted at
+epoch 0, as the reference does at every phase.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..tree import Tree
+from ..vae.config import OptimConfig, TreeVAEConfig
+from ..vae.losses import kl_weight
+from ..vae.model import TreeVAE
+from .base import Batch, Stage
+
+
+@dataclass
+class TreePhaseStage(Stage):
+    model_cfg: TreeVAEConfig
+    tree_json: str  # the topology this phase trains
+    init_state: dict[str, torch.Tensor]  # its initial weights (strictly loaded)
+    subtree: int | None  # None: the whole tree trains
+    optim: OptimConfig
+    epochs: int = 1
+    name: str = "tree"
+
+    def __post_init__(self) -> None:
+        self.alpha = kl_weight(0, self.optim.kl_start, self.optim.kl_decay)
+
+    def build(self) -> TreeVAE:
+        model = TreeVAE(self.model_cfg, Tree.from_json(self.tree_json))
+        model.load_state_dict(self.init_state, strict=True)
+        model.set_trainable(self.subtree)
+        return model
+
+    def trainable(self, model: TreeVAE) -> list[nn.Parameter]:
+        return model.set_trainable(self.subtree)
+
+    def optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+
+    def lr_lambda(self, steps_per_epoch: int) -> Callable[[int], float]:
+        every = max(1, steps_per_epoch) * self.optim.lr_step_epochs
+        return lambda step: 0.1 ** (step // every)
+
+    def begin_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        self.alpha = kl_weight(epoch, self.optim.kl_start, self.optim.kl_decay)
+        return {"alpha": self.alpha}
+
+    def loss(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        x = batch[0]
+        out = forward(x, subtree=self.subtree)
+        loss = out.loss(self.alpha)
+        logs = out.terms() | {"loss": loss.item()}
+        logs |= {f"kl_node/{i}": v.mean().item() for i, v in out.kl_per_node.items()}
+        logs |= {f"leaf_prob/{leaf}": p.item() for leaf, p in zip(out.leaves, out.leaf_probs.mean(0))}
+        return loss, logs

@@ -1,0 +1,86 @@
+"""The real command on the Ray runtime: a local Ray cluster on 127.0.0.1, 2 Ray Train workers,
+DeepSpeed ZeRO-1. The driver is killed after the first growth phase and re-run: it resumes at
+the next phase, the growth phases run as Ray tasks, the diffusion stage trains, and checkpoints
+and TensorBoard events (scalars and images) are on disk and read back."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from jobs.cli import run_job
+from treediff.diffusion.trainer import load_denoiser
+from treediff.vae.trainer import final_checkpoint, load_tree_model
+
+
+def ray_args(tmp_path):
+    return [f"run_dir={tmp_path / 'run'}", f"shards.path={tmp_path / 'shards'}", "shards.samples_per_shard=200",
+            "cluster=local", "cluster.num_cpus=2", "trainer.num_workers=2", "trainer.zero_stage=1",
+            "optim.epochs_initial=4", "optim.epochs_subtree=2", "optim.epochs_finetune=1", "optim.kl_start=0.1",
+            "growth.num_clusters_tree=3", "diffusion.steps=44", "diffusion.warmup_steps=5", "diffusion.batch_size=64",
+            "sampler.steps=5", "sampler.samples_per_leaf=2", "pipeline.modes=[path,recon]"]
+
+
+def tags(path):
+    acc = EventAccumulator(str(path), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path):
+    args = ray_args(tmp_path)
+    run_dir = tmp_path / "run"
+    first = run_dir / "tree" / "phase-000-initial"
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "grow", *args], start_new_session=True,
+                            stdout=open(tmp_path / "first.log", "w"), stderr=subprocess.STDOUT)
+    deadline = time.time() + 400
+    while not first.is_dir():
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline, "the first phase did not finish in time"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+    proc.wait(timeout=60)
+    stamp = (first / "model.pt").stat().st_mtime_ns
+    assert not any(p.name.startswith("phase-001") for p in (run_dir / "tree").iterdir())
+
+    report = run_job("pipeline", args)
+
+    assert (first / "model.pt").stat().st_mtime_ns == stamp  # the complete phase was not re-run
+    phases = sorted(p.name for p in (run_dir / "tree").iterdir() if p.name.startswith("phase-"))
+    assert phases[0] == "phase-000-initial" and phases[1].startswith("phase-001-subtree")
+    assert phases[-1].endswith("-finetune")
+    # every training phase ran as its own Ray Train run, with checkpoints from both ranks
+    runs = sorted(p.name for p in (run_dir / "ray").iterdir() if p.name.startswith("tree-"))
+    assert any("subtree" in r for r in runs) and any("finetune" in r for r in runs)
+    for r in runs:
+        ckpts = list((run_dir / "ray" / r).glob("checkpoint_*"))
+        assert ckpts and (ckpts[0] / "export.pt").is_file() and (ckpts[0] / "ds").is_dir()
+    model = load_tree_model(final_checkpoint(run_dir))
+    assert model.tree.leaves == report["tree"]["leaves"]
+    # the diffusion stage, both modes, trained on the Ray runtime and loadable with its tree
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for mode in ("path", "recon"):
+        meta = json.loads((run_dir / "diffusion" / mode / "meta.json").read_text())
+        assert meta["runtime"] == "ray" and meta["workers"] == 2 and meta["steps"] >= 44
+        assert metrics["diffusion"][mode]["loss_end"] < metrics["diffusion"][mode]["loss_start"]
+        denoiser, tree = load_denoiser(run_dir / "diffusion" / mode)
+        assert tree.tree.leaves == model.tree.leaves
+        assert (run_dir / "samples" / f"{mode}_leaves.png").is_file()
+    # TensorBoard: rank-0 scalars per stage, the driver's images, figures and config
+    tree_tb = tags(run_dir / "tb" / "tree")
+    assert {"tree/initial/loss", "tree/finetune/loss", "tree/initial/images_per_s", "tree/initial/lr"} <= set(
+        tree_tb.Tags()["scalars"])
+    assert any(t.startswith("tree/initial/kl_node/") for t in tree_tb.Tags()["scalars"])
+    assert len(tree_tb.Scalars("tree/initial/loss")) == 4
+    diff_tb = tags(run_dir / "tb" / "diffusion")
+    assert {"diffusion/path/loss", "diffusion/recon/loss"} <= set(diff_tb.Tags()["scalars"])
+    driver = tags(run_dir / "tb" / "driver")
+    images = set(driver.Tags()["images"])
+    leaf = model.tree.leaves[0]
+    assert {"tree/final", "tree/topology", f"samples/leaf_{leaf}", f"diffusion/path/leaf_{leaf}"} <= images
+    assert driver.Images(f"samples/leaf_{leaf}")[0].encoded_image_string[:4] == b"\x89PNG"
+    assert any(t.startswith("config") for t in driver.Tags()["tensors"])

@@ -6,12 +6,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from treediff.checkpoint import load_checkpoint, save_checkpoint
-from treediff.checkpoint import WEIGHTS
+from treediff.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint, sha256_file
 from treediff.data.shards import ShardSet
 from treediff.diffusion.config import DiffusionConfig, SamplerConfig
 from treediff.diffusion.model import TreeDenoiser
-from treediff.diffusion.trainer import EMA_FILE, denoiser_meta, is_complete, sha256_file, verify_tree
+from treediff.diffusion.trainer import EMA_FILE, denoiser_meta, is_complete, verify_tree
 from treediff.stages import DiffusionStage
 from treediff.vae.trainer import load_tree_model
 
@@ -43,7 +42,8 @@ def train_diffusion_ray(tree_dir: str | Path, cfg: DiffusionConfig, sampler: Sam
     history = {"loss_start": losses[0], "loss_end": losses[-1], "loss_history": losses,
                "loss_history_every": per_epoch, "epochs": epochs}
     meta = denoiser_meta(tree_dir, out_dir, sha256_file(tree_dir / WEIGHTS), arch, cfg.mode_name, epochs * per_epoch,
-                         history, complete=True, runtime="ray", workers=trainer.num_workers)
+                         history, complete=True, runtime="ray", workers=trainer.num_workers,
+                         data_manifest_sha256=shard_set.digest())
     save_checkpoint(out_dir, export["model"], tree_model.tree, config, meta, extra_files={EMA_FILE: export["ema"]})
     log(f"[diffuse] {cfg.mode_name}: {epochs * per_epoch} steps on {trainer.num_workers} workers, final epoch loss "
         f"{metrics.get('loss', float('nan')):.4f}; checkpoint {out_dir}")

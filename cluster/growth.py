@@ -72,7 +72,11 @@ class RayExecutor:
         self.log = log or (lambda event, data: None)
         self.keys: list[str] | None = None  # the training samples, in leaf_probs' row order
         self.phases = 0
-        n_shards = len(ShardSet.open(self.shards).shards("train"))
+        shard_set = ShardSet.open(self.shards)
+        n_shards = len(shard_set.shards("train"))
+        # written into every phase checkpoint: the exact data the tree was grown on
+        self.checkpoint_meta = {"data_manifest_sha256": shard_set.digest(), "runtime": "ray",
+                                "workers": trainer.num_workers}
         self.count_parts = max(1, min(n_shards, trainer.num_workers * trainer.cpus_per_worker))
 
     def train(self, model: TreeVAE, *, subtree: int | None, epochs: int, desc: str,

@@ -22,26 +22,46 @@ def local_env(cfg: ClusterConfig) -> dict[str, str]:
     return env
 
 
-def prepare_environment(cfg: ClusterConfig) -> None:
-    """Set the environment a session needs; call it before `import ray` where possible (the CLI does)."""
+def prepare_environment(cfg: ClusterConfig) -> dict[str, str | None]:
+    """Set the environment a session needs; call it before `import ray` where possible (the CLI does).
+
+    Returns the previous values, for `restore_environment`.
+    """
     env = {"RAY_AUTH_MODE": "token"} if cfg.address else local_env(cfg)
+    previous = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    if "ray" in sys.modules and env.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
-        # ray was imported before the variable was set and read it into this constant at import
+    _sync_ray_constant()
+    return previous
+
+
+def restore_environment(previous: dict[str, str | None]) -> None:
+    for k, v in previous.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    _sync_ray_constant()
+
+
+def _sync_ray_constant() -> None:
+    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER into a constant when it is imported; when ray was
+    imported before the variable changed, bring the constant in line with it."""
+    if "ray" in sys.modules:
         from ray._private import ray_constants
-        ray_constants.ENABLE_RAY_CLUSTER = False
+        value = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+        default = not (sys.platform == "darwin" or sys.platform.startswith("win"))
+        ray_constants.ENABLE_RAY_CLUSTER = default if value is None else value not in ("0", "false", "False")
 
 
 @contextmanager
 def ray_session(cfg: ClusterConfig):
     """ray.init for the duration of the block; shut down only what this block started."""
-    prepare_environment(cfg)
     import ray
 
     if ray.is_initialized():
         yield False
         return
-    prepare_environment(cfg)
+    previous = prepare_environment(cfg)
     if cfg.address:
         ray.init(address=cfg.address, log_to_driver=True)
     else:
@@ -51,3 +71,4 @@ def ray_session(cfg: ClusterConfig):
         yield True
     finally:
         ray.shutdown()
+        restore_environment(previous)

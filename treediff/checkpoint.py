@@ -6,6 +6,7 @@ only a `.tmp-*` directory that loaders ignore.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +34,26 @@ class Checkpoint:
     meta: dict[str, Any]
 
 
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def move_into_place(tmp: Path, path: Path) -> None:
+    """Rename the complete directory `tmp` to `path`; an existing `path` is moved aside first and
+    removed only once the new one is in place, so a failure never leaves neither."""
+    if path.exists():
+        old = path.with_name(f".old-{path.name}-{os.getpid()}")
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(path)
+
+
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], tree: Tree, config: dict[str, Any],
                     meta: dict[str, Any], extra_files: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Write a checkpoint directory atomically; refuses to replace an existing one unless overwrite."""
@@ -48,13 +69,7 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], tree:
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         for name, obj in (extra_files or {}).items():
             torch.save(obj, tmp / name)
-        if path.exists():  # overwrite: move the old one aside first, so nothing is lost on failure
-            old = path.with_name(f".old-{path.name}-{os.getpid()}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
+        move_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

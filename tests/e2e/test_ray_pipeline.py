@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from jobs.cli import run_job
@@ -60,12 +59,15 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
         ckpts = list((run_dir / "ray" / r).glob("checkpoint_*"))
         assert ckpts and (ckpts[0] / "export.pt").is_file() and (ckpts[0] / "ds").is_dir()
     model = load_tree_model(final_checkpoint(run_dir))
+    manifest_hash = json.loads((final_checkpoint(run_dir) / "meta.json").read_text())["data_manifest_sha256"]
+    assert len(manifest_hash) == 64
     assert model.tree.leaves == report["tree"]["leaves"]
     # the diffusion stage, both modes, trained on the Ray runtime and loadable with its tree
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for mode in ("path", "recon"):
         meta = json.loads((run_dir / "diffusion" / mode / "meta.json").read_text())
         assert meta["runtime"] == "ray" and meta["workers"] == 2 and meta["steps"] >= 44
+        assert meta["data_manifest_sha256"] == manifest_hash
         assert metrics["diffusion"][mode]["loss_end"] < metrics["diffusion"][mode]["loss_start"]
         denoiser, tree = load_denoiser(run_dir / "diffusion" / mode)
         assert tree.tree.leaves == model.tree.leaves

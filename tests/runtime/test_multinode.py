@@ -6,6 +6,7 @@ clusters and then binds its servers to all interfaces, so the scenario runs in a
 namespace whose only interface is loopback (`unshare -n`): nothing it starts is reachable from
 outside this machine, and the test checks that the namespace has no other interface."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,8 +20,9 @@ HERE = Path(__file__).parent
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
 def test_one_worker_per_node_reads_disjoint_shards(digit_shards, tmp_path):
     script = f"ip link set lo up && exec {sys.executable} {HERE / 'multinode_scenario.py'} {tmp_path} {digit_shards}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}  # multi-node
     proc = subprocess.run(["unshare", "-n", "sh", "-c", script], cwd=HERE, capture_output=True, text=True,
-                          timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(HERE)})
+                          timeout=600, env={**env, "PYTHONPATH": str(HERE)})
     result_file = tmp_path / "result.json"
     assert result_file.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(result_file.read_text())

@@ -14,7 +14,6 @@ asked (`overwrite=True`), and then only after the new one is complete.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -28,6 +27,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from PIL import Image
 
+from ..checkpoint import move_into_place, sha256_file
 from .split import Split
 
 MANIFEST = "manifest.json"
@@ -37,14 +37,6 @@ SPLITS = ("train", "test")
 
 class ShardError(ValueError):
     """A shard is missing, corrupt, truncated or differs from its manifest (the message names it)."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -162,13 +154,7 @@ def write_shard_set(splits: dict[str, Split], out_dir: str | Path, *, samples_pe
         manifest["classes"] = classes or []
         manifest["labelled"] = bool(labelled)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if out_dir.exists():  # overwrite: the new set is complete; swap it in, then drop the old one
-            old = out_dir.with_name(f".old-{out_dir.name}-{os.getpid()}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
+        move_into_place(tmp, out_dir)  # overwrite: the old set goes only once the new one is in place
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

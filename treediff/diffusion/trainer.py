@@ -16,7 +16,6 @@ that is missing or differs from the one it was trained on.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..checkpoint import CONFIG, META, TREE, WEIGHTS, load_checkpoint, save_checkpoint
+from ..checkpoint import CONFIG, META, TREE, WEIGHTS, load_checkpoint, save_checkpoint, sha256_file
 from ..tree import Tree
 from ..vae.model import TreeVAE
 from ..vae.trainer import load_tree_model
@@ -49,14 +48,6 @@ def _print_logger(event: str, data: dict[str, Any]) -> None:
               f"lr {data['lr']:.2e}", flush=True)
     elif event in ("skip", "resume", "done"):
         print(f"[diffuse] {data['message']}", flush=True)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_complete(out_dir: str | Path) -> bool:

@@ -166,7 +166,7 @@ class GrowthRun:
         state.phase += 1
         state.kind = kind
         name = f"phase-{state.phase:03d}-{kind}" + (f"-{leaf}" if leaf is not None else "")
-        meta = {"state": asdict(state), **(extra or {})}
+        meta = {"state": asdict(state), **getattr(self.executor, "checkpoint_meta", {}), **(extra or {})}
         path = save_checkpoint(self.dir / name, model.state_dict(), model.tree, self.config, meta)
         self.log("phase", {"name": name, "path": str(path), "tree": model.tree.bfs(), "leaves": model.tree.leaves})
         return path

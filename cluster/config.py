@@ -43,7 +43,7 @@ class TrainerConfig:
     shuffle_buffer: int = 1000
     storage_path: str = "${run_dir}/ray"  # Ray Train run state and checkpoints (a shared file system on clusters)
     max_failures: int = 0  # worker failures Ray Train recovers from (restart from the last checkpoint)
-    checkpoint_every: int = 1  # epochs between checkpoints reported to Ray Train
+    checkpoint_every: int = 5  # epochs between checkpoints reported to Ray Train (and after the last)
     rendezvous: str = "auto"  # auto: a file store (no TCP listener) on a local cluster, env:// on a real one
     timeout_s: int = 900  # collective timeout
 

@@ -110,7 +110,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         loader = make_loader(shards, data.split, StreamConfig(
             batch_size=micro, rank=rank, world_size=world, num_workers=t.loader_workers, mode="resampled",
             batches_per_epoch=steps_per_epoch * t.grad_accum, shuffle_buffer=t.shuffle_buffer, seed=data.seed,
-            epoch=epoch, keys=data.keys))
+            epoch=epoch, keys=data.keys, verify=epoch == start_epoch))  # sha256 once per (re)start
         sums: dict[str, float] = {}
         step_losses: list[float] = []
         micro_steps, t0 = 0, time.perf_counter()
@@ -138,8 +138,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if tb is not None:
             tb.scalars(metrics, step=(epoch + 1) * steps_per_epoch, prefix=f"{stage.name}/")
             tb.flush()
-        last = epoch == stage.epochs - 1
-        if last or (epoch + 1) % t.checkpoint_every == 0:
+        # Ray Train hears from the workers only with a checkpoint (every rank reports equally
+        # often): reporting costs a round trip to the controller, TensorBoard has every epoch.
+        if epoch == stage.epochs - 1 or (epoch + 1) % t.checkpoint_every == 0:
             d = tempfile.mkdtemp(prefix=f"{stage.name.replace('/', '-')}-ckpt-")
             engine.save_checkpoint(d, tag=DS_TAG)  # a collective: every rank writes its ZeRO partition
             if rank == 0:
@@ -148,8 +149,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                                             "loss_history": history}))
             ray.train.report(metrics | {"loss_history": list(history)},
                              checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
-            ray.train.report(metrics | {"loss_history": list(history)})
     if tb is not None:
         tb.close()
 
@@ -160,7 +159,7 @@ def fit_stage(stage: Stage, data: StageData, trainer: TrainerConfig, *, name: st
 
     Raises StageFailed with the worker's message when the stage fails.
     """
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from .rendezvous import torch_config
@@ -170,7 +169,8 @@ def fit_stage(stage: Stage, data: StageData, trainer: TrainerConfig, *, name: st
     scaling = ScalingConfig(num_workers=trainer.num_workers, use_gpu=trainer.use_gpu,
                             resources_per_worker={"CPU": trainer.cpus_per_worker,
                                                   **({"GPU": 1} if trainer.use_gpu else {})})
-    run = RunConfig(name=name, storage_path=str(storage), failure_config=FailureConfig(max_failures=trainer.max_failures))
+    run = RunConfig(name=name, storage_path=str(storage), failure_config=FailureConfig(max_failures=trainer.max_failures),
+                    checkpoint_config=CheckpointConfig(num_to_keep=2))  # the latest, and one before it
     tc = torch_config(trainer.rendezvous, local, str(storage / "rendezvous"), trainer.timeout_s, trainer.use_gpu)
     loop_config = {"stage": stage, "data": data, "trainer": trainer, "tb_dir": tb_dir, "config_text": config_text,
                    "record_losses": record_losses}

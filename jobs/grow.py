@@ -56,8 +56,8 @@ def run(cfg: JobConfig, plain: dict) -> dict:
               f"leaf purity {report['leaf_purity']:.3f}  dendrogram purity {report['dendrogram_purity']:.3f}",
               flush=True)
     _log_final_tree(tb, model, x_test, sizes, report)
-    print(f"[grow] metrics written to {run_dir / 'metrics.json'}; TensorBoard: treediff monitor run_dir={run_dir}",
-          flush=True)
+    print(f"[grow] metrics written to {run_dir / 'metrics.json'}; TensorBoard: "
+          f"tensorboard --logdir {run_dir / 'tb'} --host 127.0.0.1", flush=True)
     return report
 
 

@@ -62,7 +62,8 @@ class SlowLoggedStage(TreePhaseStage):
 
 
 def trainer(tmp_path, **kw):
-    return TrainerConfig(**{"num_workers": 2, "storage_path": str(tmp_path / "ray"), "max_failures": 0, **kw})
+    return TrainerConfig(**{"num_workers": 2, "storage_path": str(tmp_path / "ray"), "max_failures": 0,
+                            "checkpoint_every": 1, **kw})
 
 
 def test_one_worker_matches_the_plain_loop(local_ray, digit_shards, tmp_path):

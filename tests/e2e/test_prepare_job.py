@@ -54,7 +54,10 @@ def test_interrupted_prepare_leaves_nothing_complete_looking(tmp_path, sig):
         pytest.skip("needs Debian's dataset-fashion-mnist (70,000 images take long enough to interrupt)")
     out = tmp_path / "shards"
     proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "prepare", "data=fashion_mnist", f"shards.path={out}",
-                             "shards.samples_per_shard=500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "shards.samples_per_shard=500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            # a background shell starts children with SIGINT ignored; Python then
+                            # never installs its KeyboardInterrupt handler: give the child the default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_a_shard(tmp_path, proc)
     proc.send_signal(sig)
     proc.communicate(timeout=60)

@@ -56,7 +56,7 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     runs = sorted(p.name for p in (run_dir / "ray").iterdir() if p.name.startswith("tree-"))
     assert any("subtree" in r for r in runs) and any("finetune" in r for r in runs)
     for r in runs:
-        ckpts = list((run_dir / "ray" / r).glob("checkpoint_*"))
+        ckpts = [p for p in (run_dir / "ray" / r).glob("checkpoint_*") if p.is_dir()]  # not Ray's snapshot file
         assert ckpts and (ckpts[0] / "export.pt").is_file() and (ckpts[0] / "ds").is_dir()
     model = load_tree_model(final_checkpoint(run_dir))
     manifest_hash = json.loads((final_checkpoint(run_dir) / "meta.json").read_text())["data_manifest_sha256"]

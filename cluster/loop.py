@@ -201,7 +201,8 @@ def _root_message(e: BaseException) -> str:
     return text[-1] if text else type(e).__name__
 
 
-def plain_steps(stage: Stage, data: StageData, steps: int, seed: int | None = None) -> list[float]:
+def plain_steps(stage: Stage, data: StageData, steps: int, seed: int | None = None,
+                shuffle_buffer: int = TrainerConfig.shuffle_buffer) -> list[float]:
     """The same stage and stream in one process without Ray or DeepSpeed (a check of the loop)."""
     from treediff.stages.base import run_plain
 
@@ -211,7 +212,8 @@ def plain_steps(stage: Stage, data: StageData, steps: int, seed: int | None = No
 
     def batches(epoch: int):
         return make_loader(shards, data.split, StreamConfig(
-            batch_size=data.global_batch, mode="resampled", batches_per_epoch=steps_per_epoch, shuffle_buffer=1000,
+            batch_size=data.global_batch, mode="resampled", batches_per_epoch=steps_per_epoch,
+            shuffle_buffer=shuffle_buffer,
             seed=data.seed, epoch=epoch, keys=data.keys))
     _, losses = run_plain(stage, batches, steps_per_epoch, seed=data.seed if seed is None else seed, max_steps=steps)
     return losses

@@ -2,43 +2,20 @@
 from __future__ import annotations
 
 from treediff.data.arrays import ImageArrays
-from treediff.data.sources import load_source
-from treediff.data.split import Split
+from treediff.data.sources import open_source
+from treediff.data.split import Split, head, to_arrays
 
 from .schema import DataConfig
 
 
-class _Head(Split):
-    """The first n samples of a split (data.limit_train / limit_test)."""
-
-    def __init__(self, split: Split, n: int):
-        self.split, self.n = split, n
-        self.name, self.classes = split.name, split.classes
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return self.split[i]
-
-    @property
-    def labelled(self) -> bool:
-        return self.split.labelled
-
-
 def limited(split: Split, cfg: DataConfig, name: str) -> Split:
     limit = cfg.limit_train if name == "train" else cfg.limit_test
-    return _Head(split, limit) if limit and limit < len(split) else split
+    return head(split, limit) if limit else split
 
 
 def load_split(cfg: DataConfig, split: str) -> ImageArrays:
-    data = load_source(cfg.name, split, cfg.root)
-    limit = cfg.limit_train if split == "train" else cfg.limit_test
-    if limit and limit < len(data):
-        data = data.subset(list(range(limit)))
-    return data
+    """The split in memory, limited to its first data.limit_* samples (the same ones `prepare` shards)."""
+    return to_arrays(limited(open_source(cfg.name, split, cfg.root), cfg, split))
 
 
 def check_shape(data: ImageArrays, in_channels: int, image_size: int) -> None:

@@ -95,6 +95,35 @@ class FileSplit(Split):
         return self.labels is not None
 
 
+class _Head(Split):
+    """The first n samples of a per-file split."""
+
+    def __init__(self, split: Split, n: int):
+        self.split, self.n = split, n
+        self.name, self.classes = split.name, split.classes
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Sample:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.split[i]
+
+    @property
+    def labelled(self) -> bool:
+        return self.split.labelled
+
+
+def head(split: Split, n: int) -> Split:
+    """The first n samples (all when n >= len); an in-memory split stays in memory."""
+    if n >= len(split):
+        return split
+    if isinstance(split, ArraySplit):
+        return ArraySplit(split.arrays.subset(list(range(n))), split.keys[:n])
+    return _Head(split, n)
+
+
 def to_arrays(split: Split) -> ImageArrays:
     """The whole split in memory (all images must share one shape)."""
     if isinstance(split, ArraySplit):

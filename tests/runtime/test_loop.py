@@ -2,6 +2,7 @@
 plain loop, loopback-only listeners, NaN handling, and recovery from a killed worker."""
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -112,14 +113,31 @@ def test_killed_worker_restarts_from_the_last_checkpoint(local_ray, digit_shards
     stage = initial_stage(epochs=5, cls=SlowLoggedStage, log_path=str(log))
     killed = {}
 
+    run_dir = tmp_path / "ray" / "kill"
+
+    def registered_epochs():
+        """Epochs whose checkpoints the controller has registered (listed in its snapshot file)."""
+        snapshot = run_dir / "checkpoint_manager_snapshot.json"
+        try:
+            names = set(re.findall(r"checkpoint_[0-9_.-]+", snapshot.read_text()))
+        except (FileNotFoundError, OSError):
+            return set()
+        epochs = set()
+        for name in names:
+            try:
+                epochs.add(json.loads((run_dir / name / "progress.json").read_text())["epoch"])
+            except (FileNotFoundError, ValueError, KeyError):
+                pass
+        return epochs
+
     def killer():
         deadline = time.time() + 300
         while time.time() < deadline:
             lines = log.read_text().split("\n") if log.exists() else []
             begun = [tuple(map(int, l.split())) for l in lines if l]
             at_two = [pid for pid, epoch in begun if epoch == 2]
-            if at_two:
-                time.sleep(1.5)  # mid-epoch, once the controller has registered epoch 1's checkpoint
+            # kill mid-epoch 2, once the controller has registered epoch 1's checkpoint
+            if at_two and 1 in registered_epochs():
                 killed["pid"], killed["epoch"] = at_two[0], 2
                 os.kill(at_two[0], signal.SIGKILL)
                 return

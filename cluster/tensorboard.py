@@ -32,6 +32,10 @@ class TBLogger:
     def figure(self, tag: str, fig: Any, step: int) -> None:
         self.writer.add_figure(tag, fig, step, close=True)
 
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float], run_name: str) -> None:
+        """One row of TensorBoard's HParams table (a sweep cell)."""
+        self.writer.add_hparams(params, metrics, run_name=run_name)
+
     def flush(self) -> None:
         self.writer.flush()
 

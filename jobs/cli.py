@@ -14,7 +14,9 @@ JOBS = {
     "prepare": "convert the data set (data.name, data.root) into WebDataset shards at shards.path",
     "grow": "grow the CNN-TreeVAE phase by phase and score its leaves",
     "diffuse": "train the diffusion stage on a grown tree (diffusion.conditioning) and sample per-leaf grids",
-    "pipeline": "grow, then diffuse once per mode in pipeline.modes (default: path, recon)",
+    "pipeline": "grow, diffuse once per mode in pipeline.modes (default: path, recon), then evaluate",
+    "evaluate": "FID (generation, per leaf, reconstruction), leaf purity and clustering metrics of a run",
+    "sweep": "generation FID and purity over checkpoints x DDIM steps x eta x guidance x seeds (resumable)",
 }
 
 
@@ -58,7 +60,7 @@ def run_job(job: str, overrides: list[str]) -> Any:
     if job == "grow":
         from . import grow
         return grow.run(objects, plain)
-    if job in ("diffuse", "pipeline"):
+    if job in ("diffuse", "pipeline", "sweep"):
         try:
             objects.check_diffusion()
         except ValueError as e:
@@ -71,7 +73,17 @@ def run_job(job: str, overrides: list[str]) -> Any:
         from .runtime import session
         with session(objects):  # one Ray session for every stage
             report = grow.run(objects, plain)
-            return {"tree": report, "diffusion": diffuse.run(objects, plain, modes=objects.pipeline.modes)}
+            result = {"tree": report, "diffusion": diffuse.run(objects, plain, modes=objects.pipeline.modes)}
+            if objects.pipeline.evaluate:
+                from . import evaluate
+                result["eval"] = evaluate.run(objects, plain)
+            return result
+    if job == "evaluate":
+        from . import evaluate
+        return evaluate.run(objects, plain)
+    if job == "sweep":
+        from . import sweep
+        return sweep.run(objects, plain)
     raise JobError(f"unknown job {job!r}")
 
 

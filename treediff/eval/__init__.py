@@ -1,0 +1,1 @@
+"""Evaluation: per-sample-seeded generation, FID chunks, leaf purity (plain PyTorch)."""

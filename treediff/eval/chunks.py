@@ -1,0 +1,157 @@
+"""The unit of evaluation work: a chunk of sample indices in, feature statistics out.
+
+A farm (cluster/farm.py, or a loop in one process) runs `run_chunk` on many chunks and adds
+their results up in chunk order. Only statistics travel back (FeatureStats: count, sum f,
+sum f f^T in float64; class histograms; a few preview images), never the features themselves.
+
+Kinds:
+  reference   real images (uint8 NHWC slice): their features
+  generation  samples routed from the tree's prior: features of the denoised samples and of the
+              TreeVAE's own decodings of the same prior draws; class histograms per routed leaf
+  leaf        samples with the leaf fixed to `leaf`: features and the class histogram of that leaf
+  recon       reconstructions of real images (uint8 NHWC slice) through their posterior path
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.tensors import to_model_range
+from ..diffusion.config import SamplerConfig
+from ..metrics.features import Extractor, to_uint8_rgb
+from ..metrics.fid import FeatureStats, merge
+from .generate import generate, reconstruct
+
+KINDS = ("reference", "generation", "leaf", "recon")
+PREVIEW = 8  # samples per leaf kept for the purity plot
+
+
+@dataclass
+class Chunk:
+    key: str  # what the driver merges this chunk into (e.g. "path/generation")
+    kind: str
+    indices: list[int]  # sample indices (the per-sample seeds' second half)
+    extractor: dict[str, Any]  # Extractor(**extractor)
+    seed: int = 0
+    checkpoint: str | None = None  # a diffusion checkpoint directory
+    sampler: dict[str, Any] | None = None  # SamplerConfig fields
+    leaf: int | None = None
+    images: np.ndarray | None = None  # uint8 (N, H, W, C): the real images of `indices`
+    classifier: str | None = None  # a purity classifier directory
+    n_classes: int = 0
+    features: bool = True  # False: only the classifier's histograms (leaf purity without FID)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"chunk kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind in ("reference", "recon") and (self.images is None or len(self.images) != len(self.indices)):
+            raise ValueError(f"a {self.kind} chunk needs one real image per index")
+        if self.kind != "reference" and not self.checkpoint:
+            raise ValueError(f"a {self.kind} chunk needs a diffusion checkpoint")
+
+
+@dataclass
+class ChunkResult:
+    key: str
+    n: int
+    stats: dict[str, FeatureStats]  # "samples" (and "treevae" for generation/recon)
+    class_counts: dict[int, np.ndarray] = field(default_factory=dict)  # leaf -> predicted-class histogram
+    preview: dict[int, torch.Tensor] = field(default_factory=dict)  # leaf -> a few uint8 samples
+    wall_s: float = 0.0
+
+
+_MODELS: dict[tuple, Any] = {}  # per process: loaded checkpoints, reused by later chunks
+
+
+def _cached(key: tuple, load):
+    if key not in _MODELS:
+        if len(_MODELS) >= 4:
+            _MODELS.pop(next(iter(_MODELS)))
+        _MODELS[key] = load()
+    return _MODELS[key]
+
+
+def _denoiser(path: str, device: str):
+    from ..diffusion.trainer import load_denoiser
+    return _cached(("denoiser", path, device), lambda: load_denoiser(path, device=device))
+
+
+def _classifier(path: str, device: str):
+    from .classifier import load_classifier
+    return _cached(("classifier", path, device), lambda: load_classifier(path, device=device))
+
+
+def _extractor(spec: dict[str, Any], device: str) -> Extractor:
+    key = ("extractor", tuple(sorted(spec.items())), device)
+    return _cached(key, lambda: Extractor(**spec, device=device))
+
+
+def run_chunk(chunk: Chunk) -> ChunkResult:
+    start = time.perf_counter()
+    extract = _extractor(chunk.extractor, chunk.device) if chunk.features or chunk.kind == "reference" else None
+    if chunk.kind == "reference":
+        stats = FeatureStats.of(extract(to_uint8_rgb(to_model_range(chunk.images))))
+        return ChunkResult(chunk.key, len(chunk.indices), {"samples": stats}, wall_s=time.perf_counter() - start)
+
+    denoiser, tree_model = _denoiser(chunk.checkpoint, chunk.device)
+    sampler = SamplerConfig(**chunk.sampler)
+    if chunk.kind == "recon":
+        x, x_hat, leaves = reconstruct(denoiser, tree_model, sampler, chunk.seed, chunk.indices,
+                                       to_model_range(chunk.images))
+    else:
+        leaf = chunk.leaf if chunk.kind == "leaf" else None
+        x, x_hat, leaves = generate(denoiser, tree_model, sampler, chunk.seed, chunk.indices, leaf=leaf)
+    images = to_uint8_rgb(x)
+    stats = {"samples": FeatureStats.of(extract(images))} if chunk.features else {}
+    if chunk.features and chunk.kind in ("generation", "recon"):
+        stats["treevae"] = FeatureStats.of(extract(to_uint8_rgb(x_hat)))
+    result = ChunkResult(chunk.key, len(chunk.indices), stats)
+    if chunk.classifier and chunk.kind in ("generation", "leaf"):
+        from .classifier import predict
+        predicted = predict(_classifier(chunk.classifier, chunk.device), x).numpy()
+        for leaf in sorted(set(leaves.tolist())):
+            rows = (leaves == leaf).numpy()
+            result.class_counts[leaf] = np.bincount(predicted[rows], minlength=chunk.n_classes)
+            result.preview[leaf] = images[torch.from_numpy(rows)][:PREVIEW]
+    result.wall_s = time.perf_counter() - start
+    return result
+
+
+@dataclass
+class Merged:
+    """All chunks of one key added up (in chunk order)."""
+
+    key: str
+    n: int
+    stats: dict[str, FeatureStats]
+    class_counts: dict[int, np.ndarray]
+    preview: dict[int, torch.Tensor]
+    wall_s: float
+
+
+def merge_results(results: list[ChunkResult]) -> Merged:
+    if not results:
+        raise ValueError("no chunk results to merge")
+    stats = {name: merge([r.stats[name] for r in results]) for name in results[0].stats}
+    counts: dict[int, np.ndarray] = {}
+    preview: dict[int, list[torch.Tensor]] = {}
+    for r in results:
+        for leaf, c in r.class_counts.items():
+            counts[leaf] = counts.get(leaf, 0) + c
+        for leaf, p in r.preview.items():
+            preview.setdefault(leaf, []).append(p)
+    return Merged(results[0].key, sum(r.n for r in results), stats, counts,
+                  {leaf: torch.cat(ps)[:PREVIEW] for leaf, ps in preview.items()}, sum(r.wall_s for r in results))
+
+
+def split_indices(n: int, chunk_size: int, start: int = 0) -> list[list[int]]:
+    """[start, start + n) in chunks of chunk_size (the last one shorter): fixed by n and chunk_size,
+    never by the number of workers, so results merge in the same order for any farm size."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return [list(range(i, min(i + chunk_size, start + n))) for i in range(start, start + n, chunk_size)]

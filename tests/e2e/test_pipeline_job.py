@@ -12,13 +12,13 @@ from jobs.cli import JobError, run_job
 GROW = ["cluster=inprocess", "optim.epochs_initial=6", "optim.epochs_subtree=3", "optim.epochs_intermediate=0",
         "optim.epochs_finetune=2", "growth.num_clusters_tree=4"]
 DIFFUSE = ["diffusion.steps=40", "diffusion.warmup_steps=5", "diffusion.log_every=10", "sampler.steps=8",
-           "sampler.samples_per_leaf=3"]
+           "sampler.samples_per_leaf=3", "eval=smoke", "eval.modes=[generation,leaf,recon]"]
 
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("pipeline") / "run"
-    report = run_job("pipeline", [f"run_dir={run_dir}"] + GROW + DIFFUSE)
+    report = run_job("pipeline", [f"run_dir={run_dir}", f"eval.cache_dir={run_dir.parent / 'fid'}"] + GROW + DIFFUSE)
     return run_dir, report
 
 
@@ -37,6 +37,45 @@ def test_pipeline_trains_both_modes_and_writes_leaf_grids(pipeline_run):
         # a row per leaf of 3 tiles, 8x8 upscaled to 32x32, 2-pixel padding, 44-pixel label margin
         assert png.size == (44 + 3 * 34 + 2, len(leaves) * 34 + 2)
     assert (run_dir / "samples" / "treevae_leaves.png").is_file()
+
+
+def test_pipeline_ends_with_an_evaluation_report(pipeline_run):
+    run_dir, report = pipeline_run
+    ev = report["eval"]
+    assert ev["classifier"]["test_acc"] > 0.8  # digits are easy for the purity classifier
+    leaves = report["tree"]["leaves"]
+    for mode in ("path", "recon"):
+        r = ev["checkpoints"][mode]
+        for kind in ("generation", "recon"):
+            assert r[kind]["n"] == 32 and r[kind]["label"].startswith("pixel-FD (not Inception FID)-32 vs digits test")
+            assert 0 < r[kind]["fid"] < 100 and r[kind]["fid_treevae"] > 0
+        purity = r["leaf"]["purity"]
+        assert sorted(purity["leaves"]) == leaves and all(v["n"] == 8 for v in purity["leaves"].values())
+        assert 0 < purity["mean_purity"] <= 1 and sorted(r["leaf"]["fid"]) == leaves
+    md = (run_dir / "eval" / "report.md").read_text()
+    assert f"NMI {report['tree']['nmi']:.3f}" in md and "mean leaf purity" in md
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["eval"]["path"]["generation"]["fid"] == pytest.approx(ev["checkpoints"]["path"]["generation"]["fid"])
+    assert (run_dir / "eval" / "purity_path.png").stat().st_size > 1000
+
+
+def test_evaluate_reuses_the_cached_reference_and_the_classifier(pipeline_run, capsys):
+    run_dir, report = pipeline_run
+    stamp = (run_dir / "classifier" / "model.pt").stat().st_mtime_ns
+    again = run_job("evaluate", [f"run_dir={run_dir}", f"eval.cache_dir={run_dir.parent / 'fid'}",
+                                 "eval.checkpoints=[path]", "eval.modes=[generation]"] + GROW + DIFFUSE)
+    out = capsys.readouterr().out
+    assert "reference statistics from the cache" in out
+    assert (run_dir / "classifier" / "model.pt").stat().st_mtime_ns == stamp
+    # same seeds, same samples: the same FID as the pipeline's evaluation
+    assert again["checkpoints"]["path"]["generation"]["fid"] == pytest.approx(
+        report["eval"]["checkpoints"]["path"]["generation"]["fid"], rel=1e-6)
+
+
+def test_evaluate_names_a_missing_checkpoint(pipeline_run):
+    run_dir, _ = pipeline_run
+    with pytest.raises(FileNotFoundError, match="diffusion/bogus"):
+        run_job("evaluate", [f"run_dir={run_dir}", "eval.checkpoints=[bogus]"] + GROW + DIFFUSE)
 
 
 def test_diffuse_reuses_a_complete_checkpoint(pipeline_run, capsys):

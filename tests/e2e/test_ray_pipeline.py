@@ -1,6 +1,7 @@
 """The real command on the Ray runtime: a local Ray cluster on 127.0.0.1, 2 Ray Train workers,
 DeepSpeed ZeRO-1. The driver is killed after the first growth phase and re-run: it resumes at
-the next phase, the growth phases run as Ray tasks, the diffusion stage trains, and checkpoints
+the next phase, the growth phases run as Ray tasks, the diffusion stage trains, the evaluation
+farm and the purity classifier run on the same cluster, and checkpoints, the evaluation report
 and TensorBoard events (scalars and images) are on disk and read back."""
 import json
 import os
@@ -21,7 +22,8 @@ def ray_args(tmp_path):
             "cluster=local", "cluster.num_cpus=2", "trainer.num_workers=2", "trainer.zero_stage=1",
             "optim.epochs_initial=4", "optim.epochs_subtree=2", "optim.epochs_finetune=1", "optim.kl_start=0.1",
             "growth.num_clusters_tree=3", "diffusion.steps=44", "diffusion.warmup_steps=5", "diffusion.batch_size=64",
-            "sampler.steps=5", "sampler.samples_per_leaf=2", "pipeline.modes=[path,recon]"]
+            "sampler.steps=5", "sampler.samples_per_leaf=2", "pipeline.modes=[path,recon]",
+            "eval=smoke", "eval.classifier_epochs=2"]
 
 
 def tags(path):
@@ -86,3 +88,15 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     assert {"tree/final", "tree/topology", f"samples/leaf_{leaf}", f"diffusion/path/leaf_{leaf}"} <= images
     assert driver.Images(f"samples/leaf_{leaf}")[0].encoded_image_string[:4] == b"\x89PNG"
     assert any(t.startswith("config") for t in driver.Tags()["tensors"])
+    # the evaluation that ends the pipeline: classifier trained by Ray Train, FIDs from the farm
+    assert (run_dir / "ray" / "classifier").is_dir()
+    ev = json.loads((run_dir / "eval" / "report.json").read_text())
+    assert ev["classifier"]["test_acc"] > 0.5 and ev["tree"]["nmi"] == report["tree"]["nmi"]
+    for mode in ("path", "recon"):
+        r = ev["checkpoints"][mode]
+        assert r["generation"]["n"] == 32 and r["generation"]["fid"] > 0 and "pixel-FD" in r["generation"]["label"]
+        assert r["recon"]["n"] == 32 and r["recon"]["fid_treevae"] > 0
+        assert sorted(int(k) for k in r["leaf"]["purity"]["leaves"]) == model.tree.leaves
+        assert (run_dir / "eval" / f"purity_{mode}.png").is_file()
+    assert "| path | generation" in (run_dir / "eval" / "report.md").read_text()
+    assert "eval/path/generation/fid32" in tags(run_dir / "tb" / "eval").Tags()["scalars"]

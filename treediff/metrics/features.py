@@ -36,6 +36,9 @@ class PixelFeatures(FeatureExtractorBase):
 
     SIZE = 8
 
+    def __init__(self, name, features_list, **kwargs):  # torch-fidelity passes all its kwargs along
+        super().__init__(name, features_list)
+
     @staticmethod
     def get_provided_features_list():
         return ("pixels",)

@@ -243,6 +243,8 @@ def _run(cfg: JobConfig, plain: dict) -> dict[str, Any]:
     found = checkpoints(cfg, e.checkpoints)
     test = load_split(cfg.data, "test")
     check_shape(test, cfg.model.in_channels, cfg.model.image_size)
+    if cfg.cluster.runtime == "ray":
+        ensure_shards(cfg, plain, "evaluate")  # the classifier trains from them; their digest keys the cache
     n_recon = len(test) if e.num_recon == 0 else min(e.num_recon, len(test))
     farm = Farm(cfg)
     spec = extractor_spec(cfg)

@@ -90,7 +90,7 @@ class EvalConfig:
     use_gpu: bool = False  # one GPU per farm task
     batch_size: int = 64  # feature extractor batch
     seed: int = 0  # per-sample seeds are (seed, sample index)
-    cache_dir: str = "${shards.path}/fid_stats"  # reference statistics, keyed by the data's digest
+    cache_dir: str = "${shards.path}/../fid_stats"  # reference statistics (beside the shard sets), keyed by data digest
     classifier: bool = True  # train (once per run) the purity classifier on the labelled training split
     classifier_epochs: int = 10
     classifier_lr: float = 0.001

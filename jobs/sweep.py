@@ -22,7 +22,7 @@ from treediff.eval.chunks import merge_results
 
 from . import evaluate as ev
 from .data import check_shape, load_split
-from .runtime import session
+from .runtime import ensure_shards, session
 from .schema import JobConfig
 
 COLUMNS = ["cell", "checkpoint", "steps", "eta", "w", "seed", "n", "fid", "fid_treevae", "mean_purity", "label"]
@@ -71,6 +71,8 @@ def _run(cfg: JobConfig, plain: dict) -> list[dict[str, Any]]:
     if todo:
         test = load_split(cfg.data, "test")
         check_shape(test, cfg.model.in_channels, cfg.model.image_size)
+        if cfg.cluster.runtime == "ray":
+            ensure_shards(cfg, plain, "sweep")
         farm = ev.Farm(cfg)
         spec = ev.extractor_spec(cfg)
         ref = ev.reference_stats(cfg, farm, test.images, spec)

@@ -16,7 +16,8 @@ from eval_helpers import DIFFUSION_OVERRIDES, tiny_run
 
 
 def sweep_args(tmp_path):
-    return [f"run_dir={tmp_path / 'run'}", f"eval.cache_dir={tmp_path / 'fid'}", "cluster=local", "cluster.num_cpus=2",
+    return [f"run_dir={tmp_path / 'run'}", f"eval.cache_dir={tmp_path / 'fid'}", f"shards.path={tmp_path / 'shards'}",
+            "shards.samples_per_shard=500", "cluster=local", "cluster.num_cpus=2",
             "model.latent_channels=4", "model.bottom_up_channels=8", "model.max_depth=3", *DIFFUSION_OVERRIDES,
             "eval.extractor=pixels", "eval.classifier=false", "eval.workers=1", "eval.chunk_size=16",
             "sweep.name=grid", "sweep.steps=[20,40]", "sweep.w=[1.0,2.0]", "sweep.num_samples=64"]

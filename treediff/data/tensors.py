@@ -7,7 +7,7 @@ import torch
 
 def to_model_range(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1]."""
-    t = torch.as_tensor(np.asarray(images))
+    t = torch.as_tensor(np.require(images, requirements="W"))  # read-only arrays (e.g. from Ray) are copied
     if t.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images, got {t.dtype}")
     return t.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()

@@ -7,7 +7,7 @@ RUNTIME = [
     "torch==2.14.1",
     "torchvision==0.29.1",
     "deepspeed==0.19.8",
-    "ray[train]==2.60.0",
+    "ray[default,train]==2.60.0",  # default: the dashboard and the Job Submission API (`treediff submit ray`)
     "webdataset==1.0.2",
     "hydra-core==1.3.8",
     "omegaconf==2.3.1",

@@ -1,7 +1,8 @@
 """Runtime configuration (Hydra groups `cluster` and `trainer`), validated on construction."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Optional
 
 RUNTIMES = ("ray", "inprocess")
@@ -57,3 +58,44 @@ class TrainerConfig:
         _check(self.grad_clip >= 0, "trainer.grad_clip", f"must be >= 0, got {self.grad_clip}")
         _check(self.loader_workers >= 0, "trainer.loader_workers", f"must be >= 0, got {self.loader_workers}")
         _check(self.max_failures >= -1, "trainer.max_failures", f"must be >= -1 (-1: unlimited), got {self.max_failures}")
+
+
+@dataclass
+class SlurmConfig:
+    """`treediff submit slurm`: the batch job that brings up Ray across its nodes and runs a job."""
+
+    nodes: int = 1
+    cpus_per_node: int = 2
+    gpus_per_node: int = 0
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    time: str = "04:00:00"
+    log_dir: str = "${run_dir}/slurm"  # batch logs and the rendered scripts (a shared file system)
+    tmp_dir: str = "/tmp"  # node-local scratch for Ray's sockets and logs
+    setup: str = ""  # shell lines before the driver (e.g. `module load cuda`); "": activate this Python's venv
+    requeue: bool = True  # on preemption / near the time limit: requeue, the next run resumes
+    signal_s: int = 300  # seconds before the time limit to send the requeue signal
+    port_base: int = 20000  # each job takes 100 ports from port_base + (job id % port_blocks) * 100
+    port_blocks: int = 400
+    dashboard: bool = False  # Ray's dashboard (and job server) on the head's internal address, never 0.0.0.0
+    extra: list[str] = field(default_factory=list)  # more `#SBATCH` options, e.g. ["--qos=high"]
+
+    def __post_init__(self) -> None:
+        for name in ("nodes", "cpus_per_node", "signal_s", "port_blocks"):
+            _check(getattr(self, name) >= 1, f"slurm.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _check(self.gpus_per_node >= 0, "slurm.gpus_per_node", f"must be >= 0, got {self.gpus_per_node}")
+        _check(1024 <= self.port_base and self.port_base + self.port_blocks * 100 <= 65535, "slurm.port_base",
+               f"port_base + port_blocks * 100 must lie in 1024..65535, got {self.port_base} + {self.port_blocks} * 100")
+        _check(bool(re.fullmatch(r"(\d+-)?\d{1,2}(:\d{2}){0,2}", self.time)), "slurm.time",
+               f"must be a Slurm time like 04:00:00 or 1-00:00:00, got {self.time!r}")
+
+
+@dataclass
+class MonitorConfig:
+    """`treediff monitor`: TensorBoard on a run directory."""
+
+    host: str = "127.0.0.1"  # loopback by default: reach it through an ssh tunnel
+    port: int = 6006  # 0: any free port
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, "monitor.port", f"must be in 0..65535, got {self.port}")

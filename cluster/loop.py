@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,9 @@ def fit_stage(stage: Stage, data: StageData, trainer: TrainerConfig, *, name: st
     run = RunConfig(name=name, storage_path=str(storage), failure_config=FailureConfig(max_failures=trainer.max_failures),
                     checkpoint_config=CheckpointConfig(num_to_keep=2))  # the latest, and one before it
     tc = torch_config(trainer.rendezvous, local, str(storage / "rendezvous"), trainer.timeout_s, trainer.use_gpu)
+    # the workers' working directory is not the driver's: hand them absolute paths
+    data = replace(data, shards=str(Path(data.shards).resolve()))
+    tb_dir = str(Path(tb_dir).resolve()) if tb_dir else None
     loop_config = {"stage": stage, "data": data, "trainer": trainer, "tb_dir": tb_dir, "config_text": config_text,
                    "record_losses": record_losses}
     try:

@@ -24,10 +24,20 @@ class JobError(Exception):
     """A user-facing error: bad config value, missing file, wrong data."""
 
 
+CLUSTER_COMMANDS = {
+    "submit": "submit slurm|ray <job> [overrides] [--dry-run] [--wait] [--address URL]: run a job on a cluster",
+    "status": "status [JOB_ID] [--address URL]: SLURM or Ray job state (no id: treediff's SLURM jobs)",
+    "cancel": "cancel JOB_ID [--address URL]: scancel / stop a Ray job",
+    "logs": "logs SUBMISSION_ID --address URL: a Ray job's output",
+    "monitor": "monitor [run_dir=...]: TensorBoard on the run, on 127.0.0.1 (monitor.host, monitor.port)",
+}
+
+
 def _usage() -> str:
     lines = ["usage: treediff <job> [key=value ...]   (Hydra overrides; --cfg prints the resolved config)",
              "", "jobs:"]
     lines += [f"  {name:10s} {text}" for name, text in JOBS.items()]
+    lines += ["", "on a cluster:"] + [f"  {name:10s} {text}" for name, text in CLUSTER_COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -95,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     job, overrides = argv[0], argv[1:]
+    if job in CLUSTER_COMMANDS:
+        from . import submit
+        try:
+            return submit.COMMANDS[job](overrides)
+        except (JobError, ValueError, FileNotFoundError, ConnectionError, TimeoutError, RuntimeError) as e:
+            print(f"treediff {job}: error: {e}", file=sys.stderr)
+            return 2
     if job not in JOBS:
         print(f"treediff: unknown job {job!r}\n\n{_usage()}", file=sys.stderr)
         return 2

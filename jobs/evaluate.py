@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -123,7 +124,11 @@ def train_classifier(cfg: JobConfig, plain: dict, test) -> Path | None:
     if cfg.cluster.runtime == "ray":
         from cluster.loop import StageData, fit_stage
         shards = ensure_shards(cfg, plain, "evaluate")
-        export, _ = fit_stage(stage, StageData(shards.root, global_batch=cfg.eval.classifier_batch, seed=cfg.eval.seed),
+        stale = Path(cfg.trainer.storage_path) / "classifier"
+        if stale.exists():  # a run that died before saving: Ray Train would resume it; start afresh
+            shutil.rmtree(stale)
+        data = StageData(shards.root, global_batch=cfg.eval.classifier_batch, seed=cfg.eval.seed)
+        export, _ = fit_stage(stage, data,
                               cfg.trainer, name="classifier", local=is_local(cfg),
                               tb_dir=str(Path(cfg.run_dir) / "tb" / "classifier"))
         model = stage.build()

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from cluster.config import ClusterConfig, TrainerConfig
+from cluster.config import ClusterConfig, MonitorConfig, SlurmConfig, TrainerConfig
 from treediff.diffusion.config import CONDITIONINGS, DiffusionConfig, SamplerConfig
 from treediff.vae.config import GrowthConfig, OptimConfig, TreeVAEConfig
 
@@ -147,6 +147,8 @@ class JobConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     threads: int = 0  # torch intra-op threads; 0: leave torch's default
 
     def check_diffusion(self) -> None:

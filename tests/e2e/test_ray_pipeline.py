@@ -18,7 +18,8 @@ from treediff.vae.trainer import final_checkpoint, load_tree_model
 
 
 def ray_args(tmp_path):
-    return [f"run_dir={tmp_path / 'run'}", f"shards.path={tmp_path / 'shards'}", "shards.samples_per_shard=200",
+    # relative paths, as users type them (the test runs in tmp_path): Ray's workers run elsewhere
+    return ["run_dir=run", "shards.path=shards", "shards.samples_per_shard=200",
             "cluster=local", "cluster.num_cpus=2", "trainer.num_workers=2", "trainer.zero_stage=1",
             "optim.epochs_initial=4", "optim.epochs_subtree=2", "optim.epochs_finetune=1", "optim.kl_start=0.1",
             "growth.num_clusters_tree=3", "diffusion.steps=44", "diffusion.warmup_steps=5", "diffusion.batch_size=64",
@@ -32,11 +33,12 @@ def tags(path):
     return acc
 
 
-def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path):
+def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     args = ray_args(tmp_path)
     run_dir = tmp_path / "run"
     first = run_dir / "tree" / "phase-000-initial"
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "grow", *args], start_new_session=True,
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "grow", *args], start_new_session=True, cwd=tmp_path,
                             stdout=open(tmp_path / "first.log", "w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 400
     while not first.is_dir():

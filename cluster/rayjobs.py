@@ -1,0 +1,59 @@
+"""Ray jobs: `treediff <job>` submitted to a running Ray cluster through the Job Submission API
+(the dashboard's job server: keep it on loopback or the cluster's internal network; it runs
+arbitrary code for anyone who reaches it)."""
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+EXCLUDES = [".git", ".venv", "runs", "shards", "fid_stats", "*.egg-info", "__pycache__", ".pytest_cache"]
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def _client(address: str):
+    from ray.job_submission import JobSubmissionClient
+    try:
+        return JobSubmissionClient(address)
+    except Exception as e:  # connection refused, wrong URL, no job server
+        raise ConnectionError(f"no Ray job server at {address}: {str(e).splitlines()[0] if str(e) else e} "
+                              f"(start the head with the dashboard, e.g. `ray start --head --dashboard-host=127.0.0.1`)"
+                              ) from e
+
+
+def submit(address: str, job: str, overrides: list[str], workdir: str | Path) -> str:
+    """Submit `treediff <job> <overrides>` with the working directory; returns the submission id."""
+    kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("cluster")]
+    entry = " ".join(["python -m jobs.cli", job, *map(shlex.quote, kept), "cluster=ray_address", "cluster.address=auto"])
+    client = _client(address)
+    return client.submit_job(entrypoint=entry, runtime_env={
+        "working_dir": str(workdir), "excludes": EXCLUDES, "env_vars": {"RAY_AUTH_MODE": "token"}})
+
+
+def status(address: str, submission_id: str) -> str:
+    return str(_client(address).get_job_status(submission_id).value)
+
+
+def logs(address: str, submission_id: str) -> str:
+    return _client(address).get_job_logs(submission_id)
+
+
+def follow(address: str, submission_id: str, timeout_s: float = 3600, poll_s: float = 1.0, echo=print) -> str:
+    """Wait for the job to end, echoing new log lines; returns SUCCEEDED, FAILED or STOPPED."""
+    client, shown = _client(address), 0
+    deadline = time.time() + timeout_s
+    while True:
+        st = str(client.get_job_status(submission_id).value)
+        text = client.get_job_logs(submission_id)
+        if len(text) > shown:
+            echo(text[shown:].rstrip("\n"))
+            shown = len(text)
+        if st in TERMINAL:
+            return st
+        if time.time() > deadline:
+            raise TimeoutError(f"Ray job {submission_id} still {st} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def stop(address: str, submission_id: str) -> bool:
+    return bool(_client(address).stop_job(submission_id))

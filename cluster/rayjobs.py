@@ -21,8 +21,12 @@ def _client(address: str):
                               ) from e
 
 
-def submit(address: str, job: str, overrides: list[str], workdir: str | Path) -> str:
-    """Submit `treediff <job> <overrides>` with the working directory; returns the submission id."""
+PROJECT = Path(__file__).resolve().parent.parent  # treediff's code: what the job's working directory gets
+
+
+def submit(address: str, job: str, overrides: list[str], workdir: str | Path = PROJECT) -> str:
+    """Submit `treediff <job> <overrides>` with treediff's code as the job's working directory;
+    returns the submission id."""
     kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("cluster")]
     entry = " ".join(["python -m jobs.cli", job, *map(shlex.quote, kept), "cluster=ray_address", "cluster.address=auto"])
     client = _client(address)

@@ -20,8 +20,7 @@ JOBS = {
 }
 
 
-class JobError(Exception):
-    """A user-facing error: bad config value, missing file, wrong data."""
+from .errors import JobError  # noqa: E402  (re-exported: tests and callers import it from here)
 
 
 CLUSTER_COMMANDS = {

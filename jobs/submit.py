@@ -90,7 +90,12 @@ def _wait_slurm(job_id: str, poll_s: float = 1.0):
 def _submit_ray(cfg, job: str, overrides: list[str], flags: dict) -> int:
     from cluster import rayjobs
     address = flags.get("--address") or os.environ.get("RAY_JOB_SERVER") or "http://127.0.0.1:8265"
-    sid = rayjobs.submit(address, job, overrides, os.getcwd())
+    relative = [f"{k}={v}" for k, v in (("run_dir", cfg.run_dir), ("shards.path", cfg.shards.path))
+                if not Path(v).is_absolute()]
+    if relative:  # the job runs in a copy of the code on the cluster: relative paths would land there
+        raise UsageError(f"a Ray job runs on the cluster in its own working directory: give {', '.join(relative)} "
+                         f"as absolute paths on the cluster's shared file system")
+    sid = rayjobs.submit(address, job, overrides)
     print(f"submitted Ray job {sid} to {address}: treediff {job}")
     print(f"  status   treediff status {sid} --address {address}")
     print(f"  logs     treediff logs {sid} --address {address}")

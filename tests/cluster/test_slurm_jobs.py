@@ -1,0 +1,84 @@
+"""`treediff submit slurm` against a real slurmctld + slurmd on 127.0.0.1: the embedded default's
+pipeline (shortened) runs to COMPLETED with its checkpoints and TensorBoard events; a cancelled
+job leaves no process behind, Ray's included."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+SHORT = ["optim.epochs_initial=2", "optim.epochs_subtree=1", "optim.epochs_finetune=1", "growth.num_clusters_tree=2",
+         "diffusion.steps=20", "diffusion.warmup_steps=2", "sampler.steps=4", "sampler.samples_per_leaf=2",
+         "pipeline.modes=[path]", "eval=smoke", "eval.classifier_epochs=1"]
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def job_id_of(out: str) -> str:
+    return out.split("submitted SLURM job ")[1].split(":")[0]
+
+
+def job_processes(job_id: str) -> list[str]:
+    """Processes that belong to the job: its SLURM_JOB_ID in their environment, or its Ray temp dir
+    in their command line (Ray's agents rewrite their environment)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            status = (proc / "status").read_text()
+            if "\nState:\tZ" in status:
+                continue
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"treediff-ray-{job_id}" in cmd or f"SLURM_JOB_ID={job_id}".encode() in env:
+            found.append(f"{proc.name} {cmd[:120]}")
+    return found
+
+
+def test_pipeline_batch_job_completes_with_checkpoints_and_events(slurm, tmp_path):
+    proc = cli("submit", "slurm", "pipeline", "run_dir=run", "shards.path=shards", *SHORT, "--wait", cwd=tmp_path)
+    log = next(iter((tmp_path / "run" / "slurm").glob("*.out")), None)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + (log.read_text()[-3000:] if log else "")
+    job_id = job_id_of(proc.stdout)
+    assert f"job {job_id}: COMPLETED (exit 0:0" in proc.stdout
+    status = cli("status", job_id, cwd=tmp_path)
+    assert "COMPLETED" in status.stdout and "treediff-pipeline" in status.stdout
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "tree").glob("phase-*"))[-1].endswith("-finetune")
+    assert (run / "diffusion" / "path" / "ema.pt").is_file()
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert report["checkpoints"]["path"]["generation"]["n"] == 32
+    # rank 0's events from inside the allocation, under the run directory
+    acc = EventAccumulator(str(run / "tb" / "tree"))
+    acc.Reload()
+    assert "tree/initial/loss" in acc.Tags()["scalars"]
+    text = (run / "slurm" / f"treediff-pipeline-{job_id}.out").read_text()
+    assert "treediff: pipeline exited with status 0" in text
+    assert not job_processes(job_id)
+
+
+def test_cancelled_job_leaves_no_process(slurm, tmp_path):
+    proc = cli("submit", "slurm", "grow", "run_dir=run", "shards.path=shards", "optim.epochs_initial=500", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    job_id = job_id_of(proc.stdout)
+    deadline = time.time() + 180
+    while not any("raylet" in p for p in job_processes(job_id)):  # the job's Ray is up
+        assert time.time() < deadline, cli("status", job_id, cwd=tmp_path).stdout
+        time.sleep(0.5)
+    assert any("raylet" in p for p in job_processes(job_id))
+    assert cli("cancel", job_id, cwd=tmp_path).returncode == 0
+    deadline = time.time() + 60
+    while job_processes(job_id) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not job_processes(job_id), job_processes(job_id)
+    deadline = time.time() + 60
+    while "CANCELLED" not in (out := cli("status", job_id, cwd=tmp_path).stdout):  # after COMPLETING
+        assert time.time() < deadline, out
+        time.sleep(0.5)

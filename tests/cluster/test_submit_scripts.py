@@ -1,0 +1,54 @@
+"""Rendered batch scripts: golden files for 1 and 4 nodes, shellcheck, and the command's checks."""
+import subprocess
+import sys
+
+import pytest
+
+from render_golden import CASES, GOLDEN, rendered
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_rendered_script_matches_its_golden_file(name):
+    assert rendered(name) == (GOLDEN / name).read_text(), \
+        f"the template changed: review, then re-run tests/cluster/render_golden.py ({name})"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_rendered_script_passes_shellcheck(shellcheck, name):
+    proc = subprocess.run([shellcheck, "--severity=info", str(GOLDEN / name)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_local_slurm_script_passes_shellcheck(shellcheck):
+    from conftest import ROOT
+    proc = subprocess.run([shellcheck, str(ROOT / "scripts" / "slurm-local.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_four_node_script_starts_a_head_and_joins_three_nodes():
+    text = (GOLDEN / "pipeline-4nodes.sbatch").read_text()
+    assert "#SBATCH --nodes=4" in text and "#SBATCH --gpus-per-node=4" in text and "#SBATCH --qos=high" in text
+    assert "ray start --head --block" in text and 'for node in "${NODES[@]:1}"' in text
+    assert "--include-dashboard=false" in text and "0.0.0.0" not in text
+    assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR1@300" in text
+    assert 'RAY_TMPDIR="/local/scratch/treediff-ray-$SLURM_JOB_ID"' in text
+    # the user's overrides reach the driver; cluster.* is the script's business
+    assert "python -m jobs.cli pipeline run_dir=/shared/runs/cifar data=cifar10" in text
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_dry_run_prints_the_script_and_bad_values_are_named(tmp_path):
+    proc = cli("submit", "slurm", "grow", f"run_dir={tmp_path}/run", "slurm.nodes=2", "--dry-run")
+    assert proc.returncode == 0 and proc.stdout.startswith("#!/bin/bash") and "#SBATCH --nodes=2" in proc.stdout
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing
+    for args, field in [(["slurm.nodes=0"], "slurm.nodes"), (["slurm.time=soon"], "slurm.time"),
+                        (["optim.epochs_initial=-1"], "optim.epochs_initial")]:
+        proc = cli("submit", "slurm", "grow", *args, "--dry-run")
+        assert proc.returncode == 2 and field in proc.stderr, proc.stderr
+    proc = cli("submit", "slurm", "bogus")
+    assert proc.returncode == 2 and "unknown job" in proc.stderr
+    proc = cli("submit", "ray", "grow", "run_dir=relative/run", "--address", "http://127.0.0.1:1")
+    assert proc.returncode == 2 and "absolute" in proc.stderr

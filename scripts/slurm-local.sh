@@ -39,7 +39,10 @@ install_packages() {
     local policy=/usr/sbin/policy-rc.d created=0
     if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created=1; fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        slurmctld slurmd slurm-client munge >/dev/null || { [ $created -eq 1 ] && rm -f "$policy"; die "apt-get install failed"; }
+        slurmctld slurmd slurm-client munge >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null; } ||
+        { [ $created -eq 1 ] && rm -f "$policy"; die "apt-get install failed"; }
     [ $created -eq 1 ] && rm -f "$policy"
     return 0
 }

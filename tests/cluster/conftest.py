@@ -14,8 +14,11 @@ def _apt_install(*packages: str) -> None:
     if os.geteuid() != 0:
         pytest.skip(f"needs root to install {' '.join(packages)} from Debian's packages")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    proc = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
-                          capture_output=True, text=True, env=env)
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:  # stale package lists: refresh once
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

@@ -1,6 +1,7 @@
 """Rendered batch scripts: golden files for 1 and 4 nodes, shellcheck, and the command's checks."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,8 +21,8 @@ def test_rendered_script_passes_shellcheck(shellcheck, name):
 
 
 def test_local_slurm_script_passes_shellcheck(shellcheck):
-    from conftest import ROOT
-    proc = subprocess.run([shellcheck, str(ROOT / "scripts" / "slurm-local.sh")], capture_output=True, text=True)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "slurm-local.sh"
+    proc = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 
 

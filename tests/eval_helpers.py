@@ -9,6 +9,19 @@ from treediff.diffusion.config import DiffusionConfig, SamplerConfig
 from treediff.diffusion.trainer import train_diffusion
 from treediff.vae import TreeVAE, TreeVAEConfig
 
+class Images(torch.utils.data.Dataset):
+    """uint8 (N, 3, H, W) images as the data set torch-fidelity's calculate_metrics takes."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i]
+
+
 TINY_TREE = TreeVAEConfig(latent_channels=4, bottom_up_channels=8, max_depth=3)
 TINY_DIFFUSION = dict(T=50, model_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[4],
                       num_heads=2, dropout=0.0, lr=1e-3, warmup_steps=2, batch_size=16, steps=8, log_every=4,

@@ -9,18 +9,8 @@ import torch_fidelity
 from treediff.metrics.features import INCEPTION, PIXELS, Extractor, inception_weights, to_uint8_rgb
 from treediff.metrics.fid import FeatureStats, frechet_distance, merge
 
+from eval_helpers import Images
 
-class Images(torch.utils.data.Dataset):
-    """uint8 (N, 3, H, W) as torch-fidelity wants a data set."""
-
-    def __init__(self, x):
-        self.x = x
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i]
 
 
 def blobs(n, seed, shift=0.0):

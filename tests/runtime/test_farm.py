@@ -14,21 +14,11 @@ from treediff.eval.generate import generate
 from treediff.metrics.features import Extractor, to_uint8_rgb
 from treediff.metrics.fid import FeatureStats, frechet_distance
 
-from eval_helpers import tiny_run
+from eval_helpers import Images, tiny_run
 
 N, SEED = 40, 7
 SAMPLER = {"steps": 4, "eta": 0.5}
 
-
-class Images(torch.utils.data.Dataset):
-    def __init__(self, x):
-        self.x = x
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i]
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,15 @@ def submit(address: str, job: str, overrides: list[str], workdir: str | Path = P
     kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("cluster")]
     entry = " ".join(["python -m jobs.cli", job, *map(shlex.quote, kept), "cluster=ray_address", "cluster.address=auto"])
     client = _client(address)
-    return client.submit_job(entrypoint=entry, runtime_env={
-        "working_dir": str(workdir), "excludes": EXCLUDES, "env_vars": {"RAY_AUTH_MODE": "token"}})
+    deadline = time.time() + 120
+    while True:
+        try:
+            return client.submit_job(entrypoint=entry, runtime_env={
+                "working_dir": str(workdir), "excludes": EXCLUDES, "env_vars": {"RAY_AUTH_MODE": "token"}})
+        except RuntimeError as e:  # a head that has just started has no job agent yet
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(2)
 
 
 def status(address: str, submission_id: str) -> str:

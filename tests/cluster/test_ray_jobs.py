@@ -35,10 +35,16 @@ def ray_head(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rayhead")
     temp_dir = tempfile.mkdtemp(prefix="tdrj-", dir="/tmp")  # Ray's unix sockets: paths <= 107 bytes
     port, dash = free_port(), free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
+    # a cluster runs inside its Python environment: its `python` (the job's entrypoint) is this one
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = dict(os.environ, PATH=path, RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+               RAY_USAGE_STATS_ENABLED="0")
     ray = str(Path(sys.executable).parent / "ray")
+    # every port of our own: the agent's default HTTP port (52365) may belong to another Ray on the host
     head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}", "--include-dashboard=true",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
+                             f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                             f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
                              f"--temp-dir={temp_dir}", "--disable-usage-stats"],
                             env=env, start_new_session=True, stdout=open(tmp / "head.log", "w"),
                             stderr=subprocess.STDOUT)

@@ -60,6 +60,11 @@ class TrainerConfig:
         _check(self.max_failures >= -1, "trainer.max_failures", f"must be >= -1 (-1: unlimited), got {self.max_failures}")
 
 
+def without_cluster_overrides(overrides: list[str]) -> list[str]:
+    """The user's overrides minus cluster.*: a submitted job's runtime is the submission's business."""
+    return [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("cluster")]
+
+
 @dataclass
 class SlurmConfig:
     """`treediff submit slurm`: the batch job that brings up Ray across its nodes and runs a job."""

@@ -7,6 +7,8 @@ import shlex
 import time
 from pathlib import Path
 
+from .config import without_cluster_overrides
+
 EXCLUDES = [".git", ".venv", "runs", "shards", "fid_stats", "*.egg-info", "__pycache__", ".pytest_cache"]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -27,7 +29,7 @@ PROJECT = Path(__file__).resolve().parent.parent  # treediff's code: what the jo
 def submit(address: str, job: str, overrides: list[str], workdir: str | Path = PROJECT) -> str:
     """Submit `treediff <job> <overrides>` with treediff's code as the job's working directory;
     returns the submission id."""
-    kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("cluster")]
+    kept = without_cluster_overrides(overrides)
     entry = " ".join(["python -m jobs.cli", job, *map(shlex.quote, kept), "cluster=ray_address", "cluster.address=auto"])
     client = _client(address)
     deadline = time.time() + 120

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from .config import SlurmConfig
+from .config import SlurmConfig, without_cluster_overrides
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "slurm" / "job.sbatch"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
@@ -23,7 +23,7 @@ class SlurmError(RuntimeError):
 
 def render(cfg: SlurmConfig, job: str, overrides: list[str], workdir: str | Path, python: str | None = None) -> str:
     """The batch script for `treediff <job> <overrides>` (the cluster.* overrides are the script's)."""
-    kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("cluster")]
+    kept = without_cluster_overrides(overrides)
     extra = [f"--partition={cfg.partition}"] if cfg.partition else []
     extra += [f"--account={cfg.account}"] if cfg.account else []
     extra += [f"--gpus-per-node={cfg.gpus_per_node}"] if cfg.gpus_per_node else []

@@ -105,6 +105,13 @@ def reference_stats(cfg: JobConfig, farm: Farm, test_images: np.ndarray, spec: d
     return stats
 
 
+def n_classes_of(test) -> int:
+    """Classes of a labelled split (0 when it has no labels)."""
+    if test.labels is None:
+        return 0
+    return len(test.classes) if test.classes else int(test.labels.max()) + 1
+
+
 def train_classifier(cfg: JobConfig, plain: dict, test) -> Path | None:
     """The purity classifier (run_dir/classifier), trained once; None when the data has no labels."""
     from treediff.eval.classifier import (ClassifierStage, classifier_info, load_classifier, predict,
@@ -113,7 +120,7 @@ def train_classifier(cfg: JobConfig, plain: dict, test) -> Path | None:
     if test.labels is None:
         print("[evaluate] the data set has no labels: no purity classifier, no purity", flush=True)
         return None
-    n_classes = len(test.classes) if test.classes else int(test.labels.max()) + 1
+    n_classes = n_classes_of(test)
     if (path / "config.json").is_file():
         info = classifier_info(path)
         print(f"[evaluate] purity classifier {path} (test accuracy {info['test_acc']:.3f})", flush=True)
@@ -257,7 +264,7 @@ def _run(cfg: JobConfig, plain: dict) -> dict[str, Any]:
           f"({cfg.cluster.runtime})", flush=True)
     ref = reference_stats(cfg, farm, test.images, spec)
     classifier = train_classifier(cfg, plain, test) if e.classifier else None
-    n_classes = len(test.classes) if test.classes else (int(test.labels.max()) + 1 if test.labels is not None else 0)
+    n_classes = n_classes_of(test)
     label = {"generation": fid_label(e.extractor, e.num_samples, cfg.data.name, len(test)),
              "recon": fid_label(e.extractor, n_recon, cfg.data.name, len(test)),
              "leaf": fid_label(e.extractor, e.samples_per_leaf, cfg.data.name, len(test))}

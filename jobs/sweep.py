@@ -77,7 +77,7 @@ def _run(cfg: JobConfig, plain: dict) -> list[dict[str, Any]]:
         spec = ev.extractor_spec(cfg)
         ref = ev.reference_stats(cfg, farm, test.images, spec)
         classifier = ev.train_classifier(cfg, plain, test) if cfg.eval.classifier else None
-        n_classes = len(test.classes) if test.classes else (int(test.labels.max()) + 1 if test.labels is not None else 0)
+        n_classes = ev.n_classes_of(test)
         label = ev.fid_label(cfg.eval.extractor, s.num_samples, cfg.data.name, len(test))
         chunks = []
         for c in todo:

@@ -24,6 +24,8 @@ import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from ..data.tensors import to_uint8
+
 INCEPTION = "inception-v3-compat"
 PIXELS = "treediff-pixels"
 EXTRACTORS = {"inception": INCEPTION, "pixels": PIXELS}
@@ -70,7 +72,7 @@ def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] (N, 1 or 3, H, W) -> uint8 (N, 3, H, W), as written to a PNG."""
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"expected images (N, 1 or 3, H, W), got shape {tuple(x.shape)}")
-    u8 = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    u8 = to_uint8(x.detach().float().cpu())
     return u8.expand(-1, 3, -1, -1).contiguous() if u8.shape[1] == 1 else u8
 
 

@@ -44,10 +44,13 @@ class StageData:
     seed: int = 0
 
 
-def deepspeed_config(t: TrainerConfig, micro_batch: int, on_gpu: bool) -> dict[str, Any]:
+def deepspeed_config(t: TrainerConfig, micro_batch: int, on_gpu: bool, world: int) -> dict[str, Any]:
+    """The engine's config. ZeRO partitions optimiser state and gradients across ranks: one rank
+    has nothing to partition, so a single worker runs stage 0 (ZeRO-1 there costs 10-15 % per
+    step on CPU in flattening and norms, bench/step.py)."""
     bf16 = t.precision == "bf16" or (t.precision == "auto" and on_gpu)
     return {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": t.grad_accum,
-            "gradient_clipping": t.grad_clip, "zero_optimization": {"stage": t.zero_stage},
+            "gradient_clipping": t.grad_clip, "zero_optimization": {"stage": t.zero_stage if world > 1 else 0},
             "bf16": {"enabled": bf16}, "zero_allow_untested_optimizer": True, "steps_per_print": 10 ** 9,
             "wall_clock_breakdown": False}
 
@@ -86,7 +89,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, stage.lr_lambda(steps_per_epoch))
     engine, _, _, _ = _deepspeed().initialize(model=model, model_parameters=params, optimizer=opt,
                                               lr_scheduler=sched,
-                                              config=deepspeed_config(t, micro, on_gpu))
+                                              config=deepspeed_config(t, micro, on_gpu, world))
+    if world == 1:
+        engine.enable_backward_allreduce = False  # averaging over one rank is the identity (and a copy)
     device = engine.device
     start_epoch, history = 0, []
     resumed = ray.train.get_checkpoint()

@@ -1,0 +1,55 @@
+"""Overhead of the Ray Train + DeepSpeed loop over a plain PyTorch loop, 1 worker, per step.
+
+    .venv/bin/python bench/step.py [--epochs 4] [--threads 2]
+
+The embedded default's two training stages (the diffusion U-Net on a frozen 4-leaf tree, and
+the whole 4-leaf CNN-TreeVAE), on the digits shards, batch 64: once in a plain loop in this
+process (`treediff.stages.base.run_plain`, `threads` torch threads), once through
+`cluster.loop.fit_stage` on a local Ray cluster with one worker of `threads` CPUs (DeepSpeed
+ZeRO-1, fp32, gloo). The same stream, loss and optimiser; the first epoch is not timed.
+Prints ms per step and images/s of each, and the overhead ratio plain/Ray (target <= 1.10x).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+from common import default_config, diffusion_stage, digits_shards, plain_rate, ray_rate, tree_checkpoint, tree_stage
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    from cluster.config import ClusterConfig
+    from cluster.session import prepare_environment, ray_session
+    cluster = ClusterConfig(num_cpus=args.threads)
+    prepare_environment(cluster)
+    cfg = default_config()
+    batch = cfg.diffusion.batch_size
+    trainer = replace_trainer(cfg.trainer, args.threads)
+    with tempfile.TemporaryDirectory(prefix="tdb-") as tmp:
+        shards = digits_shards(tmp)
+        ckpt = tree_checkpoint(tmp, cfg.model)
+        stages = {"diffusion U-Net": lambda: diffusion_stage(cfg, ckpt, args.epochs),
+                  "TreeVAE (4 leaves)": lambda: tree_stage(cfg, args.epochs)}
+        plain = {name: plain_rate(make(), shards, batch, args.threads) for name, make in stages.items()}
+        with ray_session(cluster):
+            ray = {name: ray_rate(make(), shards, batch, trainer) for name, make in stages.items()}
+    print(f"step overhead, digits batch {batch}, {args.threads} threads, 1 worker (ZeRO-{trainer.zero_stage}, fp32), "
+          f"median of epochs 2-{args.epochs}:")
+    for name in stages:
+        p, r = plain[name], ray[name]
+        print(f"  {name:20s} plain {batch / p * 1e3:7.1f} ms/step {p:7.1f} img/s | Ray Train + DeepSpeed "
+              f"{batch / r * 1e3:7.1f} ms/step {r:7.1f} img/s   overhead ratio plain/Ray = {p / r:.3f}x")
+
+
+def replace_trainer(trainer, threads: int):
+    from dataclasses import replace
+    return replace(trainer, num_workers=1, cpus_per_worker=threads, max_failures=0)
+
+
+if __name__ == "__main__":
+    main()

@@ -61,8 +61,10 @@ class TrainerConfig:
 
 
 def without_cluster_overrides(overrides: list[str]) -> list[str]:
-    """The user's overrides minus cluster.*: a submitted job's runtime is the submission's business."""
-    return [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("cluster")]
+    """The user's overrides minus the cluster.* keys: a submitted job's runtime (where Ray runs) is
+    the submission's business, set by key overrides after these. A `cluster=<preset>` choice stays:
+    a preset (configs/cluster/slurm_*.yaml) also carries the trainer.* settings the driver needs."""
+    return [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("cluster.")]
 
 
 @dataclass

@@ -26,11 +26,17 @@ def _client(address: str):
 PROJECT = Path(__file__).resolve().parent.parent  # treediff's code: what the job's working directory gets
 
 
+def entrypoint(job: str, overrides: list[str]) -> str:
+    """The job's command on the cluster: the user's overrides, then the driver joins the cluster
+    (cluster.* keys; a cluster=<preset> choice among the overrides keeps its trainer.* settings)."""
+    kept = without_cluster_overrides(overrides)
+    return " ".join(["python -m jobs.cli", job, *map(shlex.quote, kept), "cluster.runtime=ray", "cluster.address=auto"])
+
+
 def submit(address: str, job: str, overrides: list[str], workdir: str | Path = PROJECT) -> str:
     """Submit `treediff <job> <overrides>` with treediff's code as the job's working directory;
     returns the submission id."""
-    kept = without_cluster_overrides(overrides)
-    entry = " ".join(["python -m jobs.cli", job, *map(shlex.quote, kept), "cluster=ray_address", "cluster.address=auto"])
+    entry = entrypoint(job, overrides)
     client = _client(address)
     deadline = time.time() + 120
     while True:

@@ -1,7 +1,8 @@
 """The `treediff` command: `treediff <job> [key=value ...]`.
 
 Each job composes configs/ with Hydra (validated against jobs/schema.py) and runs; overrides
-use Hydra's syntax, e.g. `treediff grow data=fashion_mnist model=tree_mnist optim=mnist`.
+use Hydra's syntax, e.g. `treediff grow data=fashion_mnist model=tree_mnist optim=mnist`, or a data set's
+preset: `treediff check experiment=cifar10 cluster=slurm_1node_8gpu`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ JOBS = {
     "pipeline": "grow, diffuse once per mode in pipeline.modes (default: path, recon), then evaluate",
     "evaluate": "FID (generation, per leaf, reconstruction), leaf purity and clustering metrics of a run",
     "sweep": "generation FID and purity over checkpoints x DDIM steps x eta x guidance x seeds (resumable)",
+    "check": "validate the config, build its models (no data, no Ray), print parameter counts and the growth plan",
 }
 
 
@@ -60,6 +62,9 @@ def compose(overrides: list[str]):
 def run_job(job: str, overrides: list[str]) -> Any:
     """Compose the config for `job` and run it (the tests call this too)."""
     objects, plain = compose(overrides)
+    if job == "check":  # before the Ray environment: check starts nothing
+        from . import check
+        return check.run(objects, plain)
     if objects.cluster.runtime == "ray":
         from cluster.session import prepare_environment
         prepare_environment(objects.cluster)  # before anything imports ray

@@ -5,13 +5,14 @@ dataclasses' __post_init__ (treediff.vae.config), each error naming its field.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from cluster.config import ClusterConfig, MonitorConfig, SlurmConfig, TrainerConfig
+from treediff.data.sources import SHAPES, check_name
 from treediff.diffusion.config import CONDITIONINGS, DiffusionConfig, SamplerConfig
 from treediff.vae.config import GrowthConfig, OptimConfig, TreeVAEConfig
 
@@ -24,6 +25,7 @@ class DataConfig:
     limit_test: int = 0
 
     def __post_init__(self) -> None:
+        check_name(self.name)
         for name in ("limit_train", "limit_test"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name}: must be >= 0, got {getattr(self, name)}")
@@ -159,7 +161,23 @@ class JobConfig:
         does not need a diffusion config that fits the model.
         """
         self.sampler.check_against(self.diffusion)
+        bad = [s for s in self.sweep.steps if s > self.diffusion.T]
+        if bad:
+            raise ValueError(f"sweep.steps: must all be <= diffusion.T={self.diffusion.T}, got {bad}")
         self.diffusion.unet_config(self.model.image_size, self.model.in_channels)
+
+    def check_model(self) -> None:
+        """Cross-section checks of the tree model against the data set's image shape (known from
+        data.name, no data read) and the growth schedule; `treediff check` runs them."""
+        shape = SHAPES.get(self.data.name)
+        m = self.model
+        if shape is not None and shape != (m.image_size, m.in_channels):
+            size, channels = shape
+            raise ValueError(f"model.image_size: data set {self.data.name!r} has {size}x{size}x{channels} images, but "
+                             f"the model expects {m.image_size}x{m.image_size}x{m.in_channels} (model.image_size="
+                             f"{m.image_size}, model.in_channels={m.in_channels}); use the data set's experiment preset")
+        if self.growth.max_depth > m.max_depth:
+            raise ValueError(f"growth.max_depth: must be <= model.max_depth={m.max_depth}, got {self.growth.max_depth}")
 
 
 GrowJobConfig = JobConfig  # the name used before the diffusion stage existed
@@ -170,8 +188,26 @@ def register() -> None:
 
 
 def to_objects(cfg: DictConfig) -> JobConfig:
-    """Resolve and validate: DictConfig -> dataclasses (runs every __post_init__ check)."""
-    return OmegaConf.to_object(cfg)
+    """Resolve and validate: DictConfig -> dataclasses (runs every __post_init__ check).
+
+    Keys added with Hydra's `+key=value` get past the structured config and would be dropped
+    silently by to_object: they are refused here, by name."""
+    objects = OmegaConf.to_object(cfg)
+    unknown = _unknown_keys(OmegaConf.to_container(cfg, resolve=False), asdict(objects))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown key (not in the schema, jobs/schema.py)"
+                         + (f"; also {', '.join(unknown[1:])}" if unknown[1:] else ""))
+    return objects
+
+
+def _unknown_keys(given: dict, known: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in given.items():
+        if key not in known:
+            out.append(prefix + str(key))
+        elif isinstance(value, dict) and isinstance(known[key], dict):
+            out += _unknown_keys(value, known[key], f"{prefix}{key}.")
+    return out
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:

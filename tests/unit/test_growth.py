@@ -1,8 +1,10 @@
 """The growth and pruning rules on constructed leaf probabilities."""
 import numpy as np
+import pytest
 
 from treediff.tree import Tree
-from treediff.vae.growth import choose_prune, choose_split, effective_leaves, leaf_threshold
+from treediff.vae.config import GrowthConfig
+from treediff.vae.growth import choose_prune, choose_split, effective_leaves, leaf_threshold, plan_growth
 
 
 def probs_for(counts_by_leaf: dict[int, int]) -> tuple[np.ndarray, list[int]]:
@@ -59,3 +61,38 @@ def test_prune_takes_the_smallest_leaf_below_the_fraction():
     assert d.leaf == 4 and d.sizes[4] == 3
     a = np.array([3] * 500 + [4] * 100 + [5] * 300 + [6] * 80)
     assert choose_prune(a, t, fraction=0.01).leaf is None
+
+
+class BalancedExecutor:
+    """Trains nothing; every leaf holds an equal share of the samples, each sample sure of its leaf."""
+
+    def __init__(self, n: int = 600):
+        self.n = n
+
+    def train(self, model, *, subtree, epochs, desc, subset=None):
+        pass
+
+    def leaf_probs(self, model):
+        k = len(model.tree.leaves)
+        probs = np.full((self.n, k), 0.1 / max(k - 1, 1))
+        probs[np.arange(self.n), np.arange(self.n) % k] = 0.9 if k > 1 else 1.0
+        return probs
+
+
+@pytest.mark.parametrize("growth", [
+    GrowthConfig(intermediate_fulltrain_every=3),  # the MNIST schedule: 8 splits, full retraining after the 3rd and 6th
+    GrowthConfig(max_depth=2, num_clusters_tree=10),  # the depth limit stops growth at 4 leaves
+    GrowthConfig(max_phases=2, intermediate_fulltrain_every=1),
+])
+def test_plan_follows_the_growth_run(tmp_path, growth):
+    from treediff.vae import OptimConfig, TreeVAEConfig
+    from treediff.vae.trainer import GrowthRun
+
+    optim = OptimConfig(batch_size=8)
+    plan = plan_growth(growth, optim)
+    model_cfg = TreeVAEConfig(latent_channels=2, bottom_up_channels=4, max_depth=growth.max_depth)
+    model = GrowthRun(model_cfg, growth, optim, None, tmp_path, {}, executor=BalancedExecutor()).run()
+    names = sorted(p.name for p in (tmp_path / "tree").iterdir() if p.name.startswith("phase-"))
+    assert [n.split("-", 2)[2] for n in names] == [p.kind + (f"-{p.leaf}" if p.leaf is not None else "") for p in plan]
+    assert plan[-1].leaves == len(model.tree.leaves)
+    assert [p.epochs for p in plan if p.kind == "subtree"] == [150] * sum(p.kind == "subtree" for p in plan)

@@ -10,7 +10,7 @@ from typing import Callable
 
 from .arrays import ImageArrays
 from .bundled import load_digits
-from .celeba import open_celeba
+from .celeba import IMAGE_SIZE as CELEBA_SIZE, open_celeba
 from .cifar import open_cifar10
 from .cubicc import open_cubicc
 from .folder import open_folder
@@ -75,10 +75,27 @@ SOURCES: dict[str, Opener] = {
 }
 
 
-def open_source(name: str, split: str, root: str | None = None) -> Split:
-    """Split "train" or "test" of the registered data set `name` (from `root` where it needs one)."""
+# Image (size, channels) each reader yields, known without reading data (`treediff check` compares
+# them with the model); None: whatever the files hold (cubicc's packing, folders), checked on load.
+SHAPES: dict[str, tuple[int, int] | None] = {
+    "digits": (8, 1),
+    "mnist": (28, 1),
+    "fashion_mnist": (28, 1),
+    "cifar10": (32, 3),
+    "celeba": (CELEBA_SIZE, 3),
+    "cubicc": None,
+    "folder": None,
+}
+
+
+def check_name(name: str) -> None:
     if name not in SOURCES:
         raise ValueError(f"data.name: unknown data set {name!r}; known: {', '.join(sorted(SOURCES))}")
+
+
+def open_source(name: str, split: str, root: str | None = None) -> Split:
+    """Split "train" or "test" of the registered data set `name` (from `root` where it needs one)."""
+    check_name(name)
     if split not in SPLITS:
         raise ValueError(f"{name}: unknown split {split!r} (train or test)")
     return SOURCES[name](split, root)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..tree import Tree, depth
+from .config import GrowthConfig, OptimConfig
 
 
 def effective_leaves(leaf_probs: np.ndarray, mass: float = 0.01) -> int:
@@ -88,3 +89,43 @@ def choose_prune(assignments: np.ndarray, tree: Tree, fraction: float = 0.01) ->
     if sizes[leaf] < limit:
         return PruneDecision(leaf, sizes, f"{sizes[leaf]} samples < {fraction:.1%} of {len(assignments)}")
     return PruneDecision(None, sizes, f"smallest leaf {leaf} has {sizes[leaf]} >= {limit:.1f} samples")
+
+
+def fulltrain_due(every: int, splits: int, last_kind: str) -> bool:
+    """Periodic full retraining: once after every `every`-th split (0: never), before the next decision."""
+    return bool(every) and splits > 0 and last_kind != "fulltrain" and splits % every == 0
+
+
+@dataclass
+class PlannedPhase:
+    kind: str  # initial, subtree, fulltrain, prune, finetune
+    epochs: int
+    leaf: int | None = None  # the split leaf (subtree phases)
+    leaves: int = 0  # leaves of the tree after the phase
+
+
+def plan_growth(growth: GrowthConfig, optim: OptimConfig) -> list[PlannedPhase]:
+    """The phases a growth run goes through when every leaf stays effective (balanced growth):
+    the same rules as `GrowthRun` (choose_split on equal leaf probabilities, fulltrain_due),
+    without data. Real runs split by the data: leaves that stay below the effective mass need
+    more splits (at most growth.max_phases), and pruning may drop leaves before the fine-tuning.
+    """
+    tree = Tree.initial(growth.initial_depth)
+    phases = [PlannedPhase("initial", optim.epochs_initial, leaves=len(tree.leaves))]
+    splits, blocked = 0, set()
+    while splits < growth.max_phases:
+        if fulltrain_due(growth.intermediate_fulltrain_every, splits, phases[-1].kind):
+            phases.append(PlannedPhase("fulltrain", optim.epochs_intermediate, leaves=len(tree.leaves)))
+        leaves = tree.leaves
+        probs = np.full((1, len(leaves)), 1.0 / len(leaves))
+        decision = choose_split(probs, leaves, num_clusters=growth.num_clusters_tree, min_samples=0,
+                                max_depth=growth.max_depth, non_expandable=blocked, mass=growth.effective_leaf_mass)
+        blocked |= set(decision.blocked)
+        if decision.leaf is None:
+            break
+        tree.split(decision.leaf)
+        splits += 1
+        phases.append(PlannedPhase("subtree", optim.epochs_subtree, decision.leaf, len(tree.leaves)))
+    phases.append(PlannedPhase("prune", 0, leaves=len(tree.leaves)))
+    phases.append(PlannedPhase("finetune", optim.epochs_finetune, leaves=len(tree.leaves)))
+    return phases

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..tree import Tree
 from .config import GrowthConfig, OptimConfig, TreeVAEConfig
-from .growth import choose_prune, choose_split
+from .growth import choose_prune, choose_split, fulltrain_due
 from .losses import kl_weight
 from .model import TreeVAE
 
@@ -203,8 +203,7 @@ class GrowthRun:
             self._save(model, state, "initial")
 
         while not state.growth_done and state.splits < g.max_phases:
-            if (g.intermediate_fulltrain_every and state.splits and state.kind != "fulltrain"
-                    and state.splits % g.intermediate_fulltrain_every == 0):
+            if fulltrain_due(g.intermediate_fulltrain_every, state.splits, state.kind):
                 ex.train(model, subtree=None, epochs=o.epochs_intermediate, desc=f"fulltrain@{state.splits}")
                 self._save(model, state, "fulltrain")
             probs = ex.leaf_probs(model)

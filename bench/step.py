@@ -1,13 +1,19 @@
 """Overhead of the Ray Train + DeepSpeed loop over a plain PyTorch loop, 1 worker, per step.
 
-    .venv/bin/python bench/step.py [--epochs 4] [--threads 2]
+    .venv/bin/python bench/step.py [--epochs 4] [--threads 1]
 
 The embedded default's two training stages (the diffusion U-Net on a frozen 4-leaf tree, and
 the whole 4-leaf CNN-TreeVAE), on the digits shards, batch 64: once in a plain loop in this
 process (`treediff.stages.base.run_plain`, `threads` torch threads), once through
-`cluster.loop.fit_stage` on a local Ray cluster with one worker of `threads` CPUs (DeepSpeed
-ZeRO-1, fp32, gloo). The same stream, loss and optimiser; the first epoch is not timed.
-Prints ms per step and images/s of each, and the overhead ratio plain/Ray (target <= 1.10x).
+`cluster.loop.fit_stage` on a local Ray cluster with one worker of `threads` CPUs (DeepSpeed,
+fp32, gloo; one rank runs ZeRO stage 0). The same stream, loss and optimiser; the first epoch
+is not timed. Prints ms per step and images/s of each, and the overhead ratio plain/Ray
+(target <= 1.10x).
+
+The default gives the worker one of this machine's two cores and leaves the other to Ray's own
+processes (GCS, raylet, the Train controller: ~6 % of a core when idle), as workers are sized on
+any node. `--threads 2` puts the worker on both cores, beside those processes: on 2 cores that
+alone slows a plain loop by ~9 % (measured with an idle Ray cluster up), and the ratio shows it.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from common import default_config, diffusion_stage, digits_shards, plain_rate, r
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
     from cluster.config import ClusterConfig
@@ -38,7 +44,7 @@ def main() -> None:
         plain = {name: plain_rate(make(), shards, batch, args.threads) for name, make in stages.items()}
         with ray_session(cluster):
             ray = {name: ray_rate(make(), shards, batch, trainer) for name, make in stages.items()}
-    print(f"step overhead, digits batch {batch}, {args.threads} threads, 1 worker (ZeRO-{trainer.zero_stage}, fp32), "
+    print(f"step overhead, digits batch {batch}, {args.threads} threads, 1 worker (DeepSpeed, fp32; ZeRO stage 0 on one rank), "
           f"median of epochs 2-{args.epochs}:")
     for name in stages:
         p, r = plain[name], ray[name]

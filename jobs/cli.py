@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     except (JobError, ValueError, FileNotFoundError, FileExistsError, StageFailed) as e:
         print(f"treediff {job}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        print(f"treediff {job}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,6 +1,9 @@
 """`treediff prepare`: convert a data set from its on-disk format into WebDataset shards."""
 from __future__ import annotations
 
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from treediff.data.shards import MANIFEST, ShardSet, write_shard_set
@@ -8,6 +11,27 @@ from treediff.data.sources import SPLITS, open_source
 
 from .data import limited
 from .schema import JobConfig
+
+
+@contextmanager
+def interrupt_flag():
+    """SIGINT and SIGTERM only set a flag, which the writer polls after every image and turns
+    into KeyboardInterrupt in its own code, so the partial set is always removed. (Python's own
+    KeyboardInterrupt can land inside a __del__ or a GC callback, where it is printed and dropped,
+    and the write then runs to completion; SIGTERM would otherwise skip the clean-up.)"""
+    caught: list[str] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield lambda: None
+        return
+
+    def note(signum, frame) -> None:
+        caught.append(signal.Signals(signum).name)
+    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: f"prepare interrupted by {caught[0]}" if caught else None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def run(cfg: JobConfig, plain: dict) -> dict:
@@ -19,8 +43,9 @@ def run(cfg: JobConfig, plain: dict) -> dict:
           + f" images -> {out} ({cfg.shards.samples_per_shard} per shard)", flush=True)
     source = {"name": cfg.data.name, "root": str(Path(cfg.data.root).resolve()) if cfg.data.root else None,
               "limit_train": cfg.data.limit_train, "limit_test": cfg.data.limit_test}
-    write_shard_set(splits, out, samples_per_shard=cfg.shards.samples_per_shard, seed=cfg.shards.seed,
-                    source=source, overwrite=cfg.shards.overwrite)
+    with interrupt_flag() as interrupted:
+        write_shard_set(splits, out, samples_per_shard=cfg.shards.samples_per_shard, seed=cfg.shards.seed,
+                        source=source, overwrite=cfg.shards.overwrite, interrupted=interrupted)
     shards = ShardSet.open(out)
     summary = {"path": str(out), "image_shape": list(shards.image_shape), "classes": shards.classes,
                "manifest_sha256": shards.digest(),

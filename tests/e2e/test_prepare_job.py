@@ -48,7 +48,7 @@ def _wait_for_a_shard(parent, proc, timeout=120):
     pytest.fail("prepare wrote no shard in time")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_prepare_leaves_nothing_complete_looking(tmp_path, sig):
     if not os.path.exists(FASHION):
         pytest.skip("needs Debian's dataset-fashion-mnist (70,000 images take long enough to interrupt)")
@@ -60,13 +60,16 @@ def test_interrupted_prepare_leaves_nothing_complete_looking(tmp_path, sig):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_a_shard(tmp_path, proc)
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
+    if sig != signal.SIGKILL:  # one line naming the signal, no traceback
+        assert f"treediff prepare: interrupted: prepare interrupted by {sig.name}" in err.decode()
+        assert "Traceback" not in err.decode()
     assert not out.exists()
     with pytest.raises(FileNotFoundError, match="treediff prepare"):
         ShardSet.open(out)
     leftovers = list(tmp_path.glob(".tmp-shards-*"))
-    assert leftovers == [] if sig == signal.SIGINT else len(leftovers) == 1  # SIGKILL cannot clean up
+    assert leftovers == [] if sig != signal.SIGKILL else len(leftovers) == 1  # SIGKILL cannot clean up
     # the next run removes the dead run's temporary directory and completes
     run_job("prepare", ["data=fashion_mnist", f"shards.path={out}", "shards.samples_per_shard=20000",
                         "data.limit_train=3000", "data.limit_test=500"])

@@ -112,11 +112,12 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
 
 def write_shard_set(splits: dict[str, Split], out_dir: str | Path, *, samples_per_shard: int = 1000,
                     seed: int = 0, source: dict[str, Any] | None = None, overwrite: bool = False,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, interrupted: Callable[[], str | None] | None = None) -> Path:
     """Shuffle each split (seeded) and write it as shards plus a manifest, atomically.
 
     FileExistsError when `out_dir` already holds a complete set (or anything else) and not
     `overwrite`. On any failure the temporary directory is removed and `out_dir` is untouched.
+    `interrupted`, polled after every image, returns a reason to stop (KeyboardInterrupt) or None.
     """
     from tqdm.auto import tqdm
 
@@ -142,7 +143,12 @@ def write_shard_set(splits: dict[str, Split], out_dir: str | Path, *, samples_pe
                   dynamic_ncols=True, mininterval=1.0) as bar:
             for index, (name, split) in enumerate(sorted(splits.items())):
                 order = np.random.default_rng([seed, index]).permutation(len(split))
-                shards, shape = _write_split(split, tmp, name, samples_per_shard, order, bar.update)
+                def tick(n: int) -> None:
+                    bar.update(n)
+                    reason = interrupted() if interrupted is not None else None
+                    if reason:
+                        raise KeyboardInterrupt(f"{reason}; nothing was written to {out_dir}")
+                shards, shape = _write_split(split, tmp, name, samples_per_shard, order, tick)
                 if shape is not None:
                     shapes.add(shape)
                 classes = classes if classes is not None else list(split.classes)

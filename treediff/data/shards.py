@@ -141,13 +141,14 @@ def write_shard_set(splits: dict[str, Split], out_dir: str | Path, *, samples_pe
         shapes, classes, labelled = set(), None, None
         with tqdm(total=total, desc=f"prepare {out_dir.name}", unit="img", disable=not progress or None,
                   dynamic_ncols=True, mininterval=1.0) as bar:
+            def tick(n: int) -> None:
+                bar.update(n)
+                reason = interrupted() if interrupted is not None else None
+                if reason:
+                    raise KeyboardInterrupt(f"{reason}; nothing was written to {out_dir}")
+
             for index, (name, split) in enumerate(sorted(splits.items())):
                 order = np.random.default_rng([seed, index]).permutation(len(split))
-                def tick(n: int) -> None:
-                    bar.update(n)
-                    reason = interrupted() if interrupted is not None else None
-                    if reason:
-                        raise KeyboardInterrupt(f"{reason}; nothing was written to {out_dir}")
                 shards, shape = _write_split(split, tmp, name, samples_per_shard, order, tick)
                 if shape is not None:
                     shapes.add(shape)

@@ -30,6 +30,15 @@ from treediff.stages.base import Stage, run_plain  # noqa: E402
 from treediff.vae import TreeVAE  # noqa: E402
 
 
+def timed(fn, repeat: int) -> float:
+    """Seconds per call of `fn`, over `repeat` calls after one warm-up call (allocator, optimiser state)."""
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t0) / repeat
+
+
 def default_config(*overrides: str):
     """The embedded default's composed config (dataclasses)."""
     from jobs.cli import compose
@@ -113,5 +122,5 @@ def ray_rate(stage: Stage, shards: str, batch: int, trainer) -> float:
     return median(rates[1:])
 
 
-__all__ = ["default_config", "digits_shards", "grown_tree", "tree_checkpoint", "denoiser_checkpoint", "diffusion_stage", "tree_stage",
+__all__ = ["timed", "default_config", "digits_shards", "grown_tree", "tree_checkpoint", "denoiser_checkpoint", "diffusion_stage", "tree_stage",
            "plain_rate", "ray_rate"]

@@ -12,11 +12,10 @@ tree grows (target <= 0.6x from depth 3 on).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from common import default_config, grown_tree
+from common import default_config, grown_tree, timed
 
 
 def step_seconds(model, subtree, x: torch.Tensor, steps: int) -> float:
@@ -29,11 +28,7 @@ def step_seconds(model, subtree, x: torch.Tensor, steps: int) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    step()  # warm-up (allocator, Adam state)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - t0) / steps
+    return timed(step, steps)
 
 
 def main() -> None:

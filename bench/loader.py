@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common import timed
 from treediff.data.arrays import ImageArrays
 from treediff.data.shards import ShardSet, write_shard_set
 from treediff.data.split import ArraySplit
@@ -39,11 +40,7 @@ def loader_rate(shards: ShardSet, batch: int, workers: int) -> float:
 
 
 def step_rate(step, batch: int, steps: int = 5) -> float:
-    step()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - t0)
+    return batch / timed(step, steps)
 
 
 def unet_step(batch: int):

@@ -11,10 +11,10 @@ call on the same batch, and their ratio (the target is < 5 %).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from common import timed
 from treediff.diffusion.config import DiffusionConfig
 from treediff.diffusion.model import Condition, TreeDenoiser
 from treediff.diffusion.sampler import ddim_sample
@@ -25,14 +25,6 @@ SIZES = {
     "digits": dict(image_size=8, in_channels=1, z_dim=8 * 2 * 2, depth=4,
                    unet=dict(model_channels=32, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[4])),
 }
-
-
-def timed(fn, repeat: int) -> float:
-    fn()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - t0) / repeat
 
 
 def main() -> None:

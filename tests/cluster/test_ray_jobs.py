@@ -40,6 +40,10 @@ def ray_head(tmp_path_factory):
     env = dict(os.environ, PATH=path, RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
                RAY_USAGE_STATS_ENABLED="0")
     ray = str(Path(sys.executable).parent / "ray")
+    # a head with token auth needs a token: ~/.ray/auth_token, made here on a fresh machine (Ray's
+    # own CLI; ray.init makes one too, but this may be the first Ray of the session)
+    subprocess.run([ray, "get-auth-token", "--generate"], env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=120)
     # every port of our own: the agent's default HTTP port (52365) may belong to another Ray on the host
     head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}", "--include-dashboard=true",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",

@@ -75,6 +75,9 @@ def main(out: Path, shards: str) -> None:
     port = free_port()
     ray_bin = str(Path(sys.executable).parent / "ray")
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--block", "--disable-usage-stats"]
+    # token auth needs a token (~/.ray/auth_token): made here when this is the machine's first Ray
+    subprocess.run([ray_bin, "get-auth-token", "--generate"], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=120)
     procs = [subprocess.Popen([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
                               start_new_session=True, stdout=open(out / "head.log", "w"), stderr=subprocess.STDOUT)]
     result = {}

@@ -12,6 +12,7 @@ at the epoch after the last checkpoint. Rank 0 writes TensorBoard scalars per ep
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 
-from treediff.data.shards import ShardSet
+from treediff.data.shards import ShardError, ShardSet
 from treediff.data.stream import StreamConfig, make_loader
 from treediff.stages.base import Stage
 
@@ -56,15 +57,51 @@ def deepspeed_config(t: TrainerConfig, micro_batch: int, on_gpu: bool, world: in
 
 
 def _deepspeed():
+    """DeepSpeed, without the JIT build of its CPU shared-memory comm op.
+
+    DeepSpeed JIT-builds `deepspeed_shm_comm` at the first `initialize` of every fresh
+    environment on CPU (30-45 s, two compilers at once). Marking the op incompatible (DeepSpeed's
+    own op registry, pinned DeepSpeed 0.19.8) makes it use plain gloo collectives. Should a later
+    DeepSpeed drop that registry, the build is paid once per environment instead: torch caches
+    JIT ops in TORCH_EXTENSIONS_DIR, set to the environment's own folder (`sys.prefix`) when unset.
+    """
+    import os
+    import sys
+
     import deepspeed
 
-    # DeepSpeed JIT-builds its shared-memory comm op on CPU at every fresh environment (30-45 s,
-    # two compilers at once). Marking it incompatible makes DeepSpeed use plain gloo collectives.
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    registry = getattr(deepspeed.ops, "__compatible_ops__", None)
+    if isinstance(registry, dict):
+        registry["deepspeed_shm_comm"] = False
     return deepspeed
 
 
+# Errors no restart can mend (a NaN loss, bad data, a bad setting): the failing rank writes this
+# file beside the Ray Train run before raising, and the workers Ray Train restarts (FailureConfig
+# counts every worker error alike) stop at once with the same message instead of replaying
+# epochs up to the same failure. `fit_stage` removes it before every run.
+FINAL_ERRORS = (StageFailed, ShardError, FloatingPointError)
+
+
+def stop_file(storage_path: str | Path, name: str) -> Path:
+    return Path(storage_path).resolve() / f".{name}.stopped"
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    stop = Path(config["stop_file"])
+    if stop.exists():
+        raise StageFailed(stop.read_text())
+    try:
+        _train(config)
+    except FINAL_ERRORS as e:
+        tmp = stop.with_name(f"{stop.name}.{os.getpid()}")
+        tmp.write_text(str(e))
+        tmp.replace(stop)  # atomic: a restarted worker reads the whole message or none
+        raise
+
+
+def _train(config: dict[str, Any]) -> None:
     import ray.train
 
     stage: Stage = config["stage"]
@@ -87,12 +124,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     params = stage.trainable(model)
     opt = stage.optimizer(params)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, stage.lr_lambda(steps_per_epoch))
+    ds_config = deepspeed_config(t, micro, on_gpu, world)
     engine, _, _, _ = _deepspeed().initialize(model=model, model_parameters=params, optimizer=opt,
-                                              lr_scheduler=sched,
-                                              config=deepspeed_config(t, micro, on_gpu, world))
+                                              lr_scheduler=sched, config=ds_config)
     if world == 1:
         engine.enable_backward_allreduce = False  # averaging over one rank is the identity (and a copy)
-    device = engine.device
+    device = torch.device(engine.device)
+    # bf16: DeepSpeed casts the module's weights, not its inputs; autocast runs each op in the
+    # dtype it needs (the stage's fp32 batches, noise and frozen tree included)
+    bf16 = ds_config["bf16"]["enabled"]
     start_epoch, history = 0, []
     resumed = ray.train.get_checkpoint()
     if resumed is not None:
@@ -121,7 +161,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         micro_steps, t0 = 0, time.perf_counter()
         for batch in loader:
             x = batch[0].to(device)
-            loss, logs = stage.loss(engine, (x, *batch[1:]))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss, logs = stage.loss(engine, (x, *batch[1:]))
             if not torch.isfinite(loss):
                 raise StageFailed(f"{stage.name}: loss is {loss.item()} at epoch {epoch}, micro step {micro_steps} "
                                   f"on rank {rank}; the last good checkpoint is kept")
@@ -146,14 +187,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # Ray Train hears from the workers only with a checkpoint (every rank reports equally
         # often): reporting costs a round trip to the controller, TensorBoard has every epoch.
         if epoch == stage.epochs - 1 or (epoch + 1) % t.checkpoint_every == 0:
-            d = tempfile.mkdtemp(prefix=f"{stage.name.replace('/', '-')}-ckpt-")
-            engine.save_checkpoint(d, tag=DS_TAG)  # a collective: every rank writes its ZeRO partition
-            if rank == 0:
-                torch.save(stage.export(engine.module), Path(d) / EXPORT)
-                (Path(d) / PROGRESS).write_text(json.dumps({"epoch": epoch, "steps_per_epoch": steps_per_epoch,
-                                                            "loss_history": history}))
-            ray.train.report(metrics | {"loss_history": list(history)},
-                             checkpoint=ray.train.Checkpoint.from_directory(d))
+            # report() copies the directory into storage_path before it returns
+            with tempfile.TemporaryDirectory(prefix=f"{stage.name.replace('/', '-')}-ckpt-") as d:
+                engine.save_checkpoint(d, tag=DS_TAG)  # a collective: every rank writes its ZeRO partition
+                if rank == 0:
+                    torch.save(stage.export(engine.module), Path(d) / EXPORT)
+                    (Path(d) / PROGRESS).write_text(json.dumps({"epoch": epoch, "steps_per_epoch": steps_per_epoch,
+                                                                "loss_history": history}))
+                ray.train.report(metrics | {"loss_history": list(history)},
+                                 checkpoint=ray.train.Checkpoint.from_directory(d))
     if tb is not None:
         tb.close()
 
@@ -180,8 +222,10 @@ def fit_stage(stage: Stage, data: StageData, trainer: TrainerConfig, *, name: st
     # the workers' working directory is not the driver's: hand them absolute paths
     data = replace(data, shards=str(Path(data.shards).resolve()))
     tb_dir = str(Path(tb_dir).resolve()) if tb_dir else None
+    stop = stop_file(storage, name)
+    stop.unlink(missing_ok=True)  # a new run: the user may have fixed what stopped the last one
     loop_config = {"stage": stage, "data": data, "trainer": trainer, "tb_dir": tb_dir, "config_text": config_text,
-                   "record_losses": record_losses}
+                   "record_losses": record_losses, "stop_file": str(stop)}
     try:
         result = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config, scaling_config=scaling,
                               run_config=run, torch_config=tc).fit()
@@ -227,4 +271,4 @@ def plain_steps(stage: Stage, data: StageData, steps: int, seed: int | None = No
     return losses
 
 
-__all__ = ["StageData", "StageFailed", "fit_stage", "train_loop_per_worker", "deepspeed_config", "plain_steps"]
+__all__ = ["StageData", "StageFailed", "fit_stage", "train_loop_per_worker", "deepspeed_config", "plain_steps", "stop_file"]

@@ -1,6 +1,7 @@
 """The Ray Train + DeepSpeed loop on a local Ray cluster (127.0.0.1, 2 CPUs): agreement with a
 plain loop, loopback-only listeners, NaN handling, and recovery from a killed worker."""
 import json
+import math
 import os
 import re
 import signal
@@ -9,12 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from cluster.config import TrainerConfig
-from cluster.loop import StageData, StageFailed, fit_stage, plain_steps
-from treediff.stages import TreePhaseStage
+from cluster.loop import StageData, StageFailed, fit_stage, plain_steps, stop_file
+from treediff.checkpoint import save_checkpoint
+from treediff.diffusion.config import DiffusionConfig
+from treediff.stages import DiffusionStage, TreePhaseStage
+from treediff.vae import TreeVAE
 
-from runtime_helpers import LOOPBACK, descendants, initial_stage, listeners_of, register_by_value
+from runtime_helpers import LOOPBACK, TREE, descendants, initial_stage, listeners_of, register_by_value
 
 register_by_value(__name__)
 
@@ -36,8 +41,16 @@ class ProbeStage(TreePhaseStage):
 
 
 class NaNAtEpoch2(TreePhaseStage):
+    """A NaN loss from epoch 2 on; logs `pid epoch` at every epoch start."""
+
+    def __init__(self, *args, log_path: str, **kw):
+        super().__init__(*args, **kw)
+        self.log_path = log_path
+
     def begin_epoch(self, model, epoch):
         self.epoch = epoch
+        with open(self.log_path, "a") as f:
+            f.write(f"{os.getpid()} {epoch}\n")
         return super().begin_epoch(model, epoch)
 
     def loss(self, forward, batch):
@@ -101,11 +114,33 @@ def test_two_workers_zero1_train_and_listen_on_loopback_only(local_ray, digit_sh
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(local_ray, digit_shards, tmp_path):
-    stage = initial_stage(epochs=4, cls=NaNAtEpoch2)
+    log = tmp_path / "epochs.log"
+    stage = initial_stage(epochs=4, cls=NaNAtEpoch2, log_path=str(log))
+    # max_failures=1 as in trainer=cpu: Ray Train restarts the workers, which stop at once
     with pytest.raises(StageFailed, match=r"loss is nan at epoch 2.*last good checkpoint"):
-        fit_stage(stage, StageData(digit_shards, global_batch=64), trainer(tmp_path), name="nan", local=True)
+        fit_stage(stage, StageData(digit_shards, global_batch=64), trainer(tmp_path, max_failures=1), name="nan",
+                  local=True)
     kept = [json.loads(p.read_text())["epoch"] for p in (tmp_path / "ray" / "nan").glob("checkpoint_*/progress.json")]
     assert max(kept) == 1  # epochs 0 and 1 were checkpointed and are still there
+    begun = sorted(int(line.split()[1]) for line in log.read_text().splitlines())
+    assert begun == [0, 0, 1, 1, 2, 2]  # two ranks, each epoch once: the restart replayed nothing
+    assert "loss is nan" in stop_file(tmp_path / "ray", "nan").read_text()
+
+
+def test_bf16_precision_runs_the_diffusion_stage(local_ray, digit_shards, tmp_path):
+    # what trainer=gpu runs (DeepSpeed bf16 weights, autocast), on the CPU: fp32 batches, noise and frozen tree
+    tree = tmp_path / "tree"
+    model = TreeVAE(TREE)
+    model.split(2)
+    save_checkpoint(tree, model.state_dict(), model.tree, {"model": vars(TREE)}, {})
+    cfg = DiffusionConfig(T=100, model_channels=16, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[4],
+                          num_heads=2, dropout=0.0, warmup_steps=2, cond_drop_prob=0.2)
+    export, metrics = fit_stage(DiffusionStage(cfg, str(tree), epochs=2), StageData(digit_shards, global_batch=64),
+                                trainer(tmp_path, num_workers=1, precision="bf16"), name="bf16", local=True)
+    assert all(math.isfinite(v) for v in metrics["loss_history"]) and metrics["loss_history"][-1] < 1.0
+    assert {v.device.type for v in export["model"].values()} == {"cpu"}
+    assert {v.dtype for v in export["model"].values() if v.is_floating_point()} == {torch.bfloat16}  # DeepSpeed's
+    assert {v.dtype for v in export["ema"]["shadow"].values()} == {torch.float32}  # the average stays fp32
 
 
 def test_killed_worker_restarts_from_the_last_checkpoint(local_ray, digit_shards, tmp_path):

@@ -49,21 +49,33 @@ class DiffusionStage(Stage):
         warmup = self.cfg.warmup_steps
         return lambda step: 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
 
+    def _follow(self, device: torch.device) -> None:
+        """Keep the frozen tree, the schedule's tables and the EMA on the batches' device."""
+        if self.schedule.device != device:
+            self.tree_model.to(device)
+            self.schedule.to(device)
+            self.ema.to(device)
+
     def loss(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         x0 = batch[0]
+        self._follow(x0.device)
         b, g = len(x0), self.generator
         cond = posterior_condition(self.tree_model, x0, g, decode=self.cfg.uses_recon)
-        drop = drop_mask(b, self.cfg.cond_drop_prob, g, x0.device)
-        t = torch.randint(0, self.cfg.T, (b,), generator=g)
-        noise = torch.randn(x0.shape, generator=g)
-        loss = F.mse_loss(forward(self.schedule.q_sample(x0, t, noise), t, cond, drop), noise)
+        # drawn on the CPU generator (the same draws on any device), then moved
+        drop = drop_mask(b, self.cfg.cond_drop_prob, g).to(x0.device)
+        t = torch.randint(0, self.cfg.T, (b,), generator=g).to(x0.device)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device)
+        eps = forward(self.schedule.q_sample(x0, t, noise), t, cond, drop)
+        loss = F.mse_loss(eps.float(), noise)
         return loss, {"loss": loss.item()}
 
     def after_step(self, model: nn.Module) -> None:
         self.ema.update(model)
 
     def export(self, model: nn.Module) -> dict[str, Any]:
-        return {"model": model.state_dict(), "ema": self.ema.state_dict()}
+        cpu = lambda d: {k: v.detach().cpu() for k, v in d.items()}  # noqa: E731
+        ema = self.ema.state_dict()
+        return {"model": cpu(model.state_dict()), "ema": ema | {"shadow": cpu(ema["shadow"]), "buffers": cpu(ema["buffers"])}}
 
     def load_export(self, model: nn.Module, state: dict[str, Any]) -> None:
         model.load_state_dict(state["model"], strict=True)

@@ -5,19 +5,19 @@
 * `LeafEmbedding`: Diffuse-TreeVAE's optional embedding of the leaf id.
 * `gather_paths`: padded (node_ids, z_path, mask) tensors for a batch of leaves.
 * `sample_leaves` / `argmax_leaves`: the leaf each sample is conditioned on.
-* `drop_mask` / `apply_drop`: classifier-free guidance.
+* `drop_mask`: which samples classifier-free guidance trains unconditionally.
 
 Both vectors have width emb_dim (= UNet.emb_dim, 4 * model_channels) and are added to the
 U-Net's time embedding.
 
 Null conditioning (classifier-free guidance). A sample whose conditioning is dropped gets a
-conditioning vector of exactly zero and an extra image (x_hat) of zeros; `apply_drop` does
-both, and `UNet.forward(cond=None, extra=None)` is the same null input. The leaf id `NULL_ID`
-(-1) gives the same result: `gather_paths` returns an empty (fully masked) path for it, so
-`PathEncoder` yields a zero vector, and `LeafEmbedding` maps it to zero. Guidance evaluates
-the U-Net once with the full conditioning and once with everything dropped; because the null
-input is a plain zero tensor of the usual shape, this works for the path signal too (the
-reference's does not: its path is a Python list).
+conditioning vector of exactly zero and an extra image (x_hat) of zeros
+(`treediff.diffusion.model.Condition.drop`), and `UNet.forward(cond=None, extra=None)` is the
+same null input. The leaf id `NULL_ID` (-1) gives the same result: `gather_paths` returns an
+empty (fully masked) path for it, so `PathEncoder` yields a zero vector, and `LeafEmbedding`
+maps it to zero. Guidance evaluates the U-Net once with the full conditioning and once with
+everything dropped; because the null input is a plain zero tensor of the usual shape, this
+works for the path signal too (the reference's does not: its path is a Python list).
 
 Deviations from the reference: node and leaf ids enter through an embedding table
 (`nn.Embedding` over heap ids) rather than as an unnormalised float scalar; the drop is drawn
@@ -178,17 +178,3 @@ def drop_mask(batch: int, p: float, generator: torch.Generator | None = None,
     if p == 0.0:
         return torch.zeros(batch, dtype=torch.bool, device=device)
     return torch.rand(batch, generator=generator, device=device) < p
-
-
-def apply_drop(cond_vec: torch.Tensor | None, extra: torch.Tensor | None, drop: torch.Tensor
-               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Zero the conditioning vector and the extra image of the dropped rows (None passes through)."""
-
-    def zero(x: torch.Tensor | None) -> torch.Tensor | None:
-        if x is None:
-            return None
-        if drop.shape != (x.shape[0],):
-            raise ValueError(f"apply_drop: drop must have shape ({x.shape[0]},), got {tuple(drop.shape)}")
-        return x.masked_fill(drop.to(x.device).view(-1, *([1] * (x.dim() - 1))), 0.0)
-
-    return zero(cond_vec), zero(extra)

@@ -12,7 +12,7 @@ Conditioning enters in two ways:
   reconstruction x_hat).
 `cond=None` / `extra=None` mean the null conditioning, i.e. exactly zeros; this is the same
 input a sample gets when classifier-free guidance drops its conditioning
-(`treediff.diffusion.conditioning.apply_drop`).
+(`treediff.diffusion.model.Condition.drop`).
 
 Deviation from the reference: `attention_resolutions` are feature-map sizes in **pixels**
 (after `pad_to` padding), not downsample factors; see UNetConfig.

@@ -39,6 +39,7 @@ def write_same_size_folder(root):
 
 WRITERS = {
     "mnist": write_mnist,
+    "fashion_mnist": write_mnist,  # the same idx layout; the class names are the source's own
     "cifar10": lambda root: write_cifar(root / "cifar-10-batches-py", n_train=3, n_test=5),
     "celeba": lambda root: write_celeba(root, partitions=[0, 0, 1, 2, 0, 2, 0]),
     "cubicc": lambda root: write_cubicc(root, kind="float", n=12),

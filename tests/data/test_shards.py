@@ -2,6 +2,7 @@
 epochs when resampled, corrupt and truncated shards named, interrupted writes invisible."""
 import json
 import re
+import tarfile
 import warnings
 from collections import Counter
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from treediff.data.arrays import ImageArrays
+from treediff.data.augment import contrastive_augment
 from treediff.data.shards import MANIFEST, ShardError, ShardSet, write_shard_set
 from treediff.data.split import ArraySplit, Split
 from treediff.data.stream import StreamConfig, make_loader
@@ -55,10 +57,21 @@ def test_round_trip_is_exact_and_shuffled_before_writing(shard_set):
         i = source.keys.index(key)
         expected = torch.from_numpy(source.arrays.images[i]).permute(2, 0, 1).float() / 127.5 - 1
         assert torch.equal(x, expected) and label == source.arrays.labels[i]
-    # the writer shuffled: the first shard is not the first 8 source images
-    first = [k for k, _, _ in read_all(ShardSet(shard_set.root, shard_set.manifest), "train", batch_size=8,
-                                       shuffle_buffer=0, seed=0)][:8]
-    assert sorted(first) != source.keys[:8]
+    # the writer shuffled before writing: the first shard file does not hold the first 8 source images,
+    # and the order is the seed's (the same seed writes the same shards)
+    assert shard_keys(shard_set, 0) != source.keys[:8] and len(shard_keys(shard_set, 0)) == 8
+
+
+def shard_keys(shards, i, split="train"):
+    with tarfile.open(shards.root / shards.shards(split)[i]["name"]) as tar:
+        return [m.name.split(".")[0] for m in tar.getmembers() if m.name.endswith(".png")]
+
+
+def test_the_writer_shuffle_follows_its_seed(tmp_path):
+    def first_shard(seed, name):
+        write_shard_set({"train": toy(37)}, tmp_path / name, samples_per_shard=8, seed=seed, progress=False)
+        return shard_keys(ShardSet.open(tmp_path / name), 0)
+    assert first_shard(0, "a") == first_shard(0, "b") != first_shard(1, "c")
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -93,12 +106,18 @@ def test_resampled_ranks_yield_equal_batch_counts(shard_set):
     assert n == 37 // 8
 
 
-def test_two_views_for_the_contrastive_term(shard_set):
-    flip = lambda u8: torch.flip(u8, dims=[2])  # noqa: E731  (a deterministic "augmentation")
-    loader = make_loader(shard_set, "train", StreamConfig(batch_size=5, views=2, shuffle_buffer=0), augment=flip)
-    x, _, _ = next(iter(loader))
-    assert x.shape == (5, 2, 3, 6, 5)
-    assert torch.equal(x[:, 0], x[:, 1]) and not torch.equal(x[:, 0], x[:, 0].flip(-1))
+@pytest.mark.parametrize("workers", [0, 2])
+def test_two_views_for_the_contrastive_term(shard_set, workers):
+    plain = {k: x for k, x, _ in read_all(shard_set, "train", batch_size=37, shuffle_buffer=0)}
+    loader = make_loader(shard_set, "train", StreamConfig(batch_size=37, views=2, shuffle_buffer=0,
+                                                          num_workers=workers),
+                         augment=contrastive_augment("flip", 6, 3))
+    batches = list(loader)  # one batch per loader worker
+    x, keys = torch.cat([b[0] for b in batches]), [k for b in batches for k in b[2]]
+    assert x.shape == (37, 2, 3, 6, 5) and sorted(keys) == sorted(plain)
+    for k, views in zip(keys, x):  # each view is the image or its mirror image, drawn on its own
+        assert all(torch.equal(v, plain[k]) or torch.equal(v, plain[k].flip(-1)) for v in views)
+    assert not torch.equal(x[:, 0], x[:, 1])
     with pytest.raises(ValueError, match="augment"):
         make_loader(shard_set, "train", StreamConfig(batch_size=5, views=2))
 
@@ -131,6 +150,17 @@ def test_skip_mode_counts_and_continues(shard_set):
     assert len(got) == 37 - 8
     messages = [str(w.message) for w in caught if "skipped" in str(w.message)]
     assert messages and victim.name in messages[0] and "1 skipped" in messages[0]
+
+
+def test_skip_mode_while_streaming_keeps_what_the_shard_held_before_the_damage(shard_set):
+    victim = shard_set.root / shard_set.shards("train")[3]["name"]
+    victim.write_bytes(victim.read_bytes()[:1500])  # not caught by a checksum pass (verify=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = read_all(shard_set, "train", batch_size=4, on_error="skip", verify=False)
+    assert 37 - 8 <= len(got) < 37 and len({k for k, _, _ in got}) == len(got)
+    messages = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    assert messages and str(victim) in messages[0]
 
 
 def test_missing_manifest_names_the_prepare_command(tmp_path):
@@ -198,3 +228,20 @@ def test_mixed_shapes_and_dotted_keys_are_refused(tmp_path):
         write_shard_set({"train": toy(3), "test": toy(3, shape=(4, 4, 3), name="toy/test")}, tmp_path / "m",
                         progress=False)
     assert not (tmp_path / "k").exists() and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("preset,channels", [("cifar", 3), ("celeba", 3), ("flip", 1), ("flip", 3)])
+def test_contrastive_presets_keep_shape_and_dtype_and_draw_new_views(preset, channels):
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (channels, 32, 32), dtype=torch.uint8)
+    augment = contrastive_augment(preset, 32, channels)
+    views = [augment(image) for _ in range(8)]
+    assert all(v.shape == image.shape and v.dtype == torch.uint8 for v in views)
+    assert len({v.numpy().tobytes() for v in views}) > 1
+
+
+def test_colour_presets_refuse_grey_images():
+    with pytest.raises(ValueError, match="colour"):
+        contrastive_augment("cifar", 28, 1)
+    with pytest.raises(ValueError, match="preset"):
+        contrastive_augment("mnist", 28, 1)

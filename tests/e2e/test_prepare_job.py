@@ -1,18 +1,28 @@
 """`treediff prepare` through the real command: convert, refuse to overwrite, survive a kill."""
-import os
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from jobs.cli import run_job
+from treediff.data.idx import write_idx
 from treediff.data.shards import MANIFEST, ShardSet
 from treediff.data.sources import load_source
 from treediff.data.stream import StreamConfig, make_loader
 
-FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+
+@pytest.fixture(scope="module")
+def big_mnist(tmp_path_factory):
+    """MNIST idx files of 30,000 random images: enough PNG encoding to interrupt mid-run."""
+    root = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 30000), ("t10k", 1000)):
+        write_idx(root / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
+    return root
 
 
 def test_prepare_digits_round_trip_through_the_command(tmp_path):
@@ -49,11 +59,10 @@ def _wait_for_a_shard(parent, proc, timeout=120):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_interrupted_prepare_leaves_nothing_complete_looking(tmp_path, sig):
-    if not os.path.exists(FASHION):
-        pytest.skip("needs Debian's dataset-fashion-mnist (70,000 images take long enough to interrupt)")
+def test_interrupted_prepare_leaves_nothing_complete_looking(tmp_path, sig, big_mnist):
     out = tmp_path / "shards"
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "prepare", "data=fashion_mnist", f"shards.path={out}",
+    data = ["data=mnist", f"data.root={big_mnist}"]
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "prepare", *data, f"shards.path={out}",
                              "shards.samples_per_shard=500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             # a background shell starts children with SIGINT ignored; Python then
                             # never installs its KeyboardInterrupt handler: give the child the default
@@ -71,7 +80,7 @@ def test_interrupted_prepare_leaves_nothing_complete_looking(tmp_path, sig):
     leftovers = list(tmp_path.glob(".tmp-shards-*"))
     assert leftovers == [] if sig != signal.SIGKILL else len(leftovers) == 1  # SIGKILL cannot clean up
     # the next run removes the dead run's temporary directory and completes
-    run_job("prepare", ["data=fashion_mnist", f"shards.path={out}", "shards.samples_per_shard=20000",
+    run_job("prepare", [*data, f"shards.path={out}", "shards.samples_per_shard=20000",
                         "data.limit_train=3000", "data.limit_test=500"])
     assert (out / MANIFEST).is_file() and list(tmp_path.glob(".tmp-shards-*")) == []
     assert ShardSet.open(out).count("train") == 3000

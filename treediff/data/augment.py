@@ -6,7 +6,7 @@ of every image with it (two for the contrastive term); DDPM training uses none.
 
   cifar   RandomResizedCrop(scale 0.2-1, bicubic), h-flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with
           p = 0.8, RandomGrayscale p = 0.2 (CIFAR-10 and CUBICC in the reference)
-  celeba  RandomResizedCrop(scale 0.75-1, ratio 4/5-5/4), h-flip, ColorJitter(0.2, 0.2, 0.2)
+  celeba  RandomResizedCrop(scale 0.75-1, ratio 4/5-5/4, bicubic), h-flip, ColorJitter(0.2, 0.2, 0.2)
           with p = 0.8
   flip    h-flip only (grey-scale data; the reference uses no augmentation there)
 """
@@ -37,7 +37,8 @@ def contrastive_augment(preset: str, image_size: int, channels: int) -> Callable
             v2.RandomGrayscale(p=0.2),
         ])
     return v2.Compose([
-        v2.RandomResizedCrop(image_size, scale=(0.75, 1.0), ratio=(4 / 5, 5 / 4), antialias=True),
+        v2.RandomResizedCrop(image_size, scale=(0.75, 1.0), ratio=(4 / 5, 5 / 4),
+                             interpolation=InterpolationMode.BICUBIC, antialias=True),
         v2.RandomHorizontalFlip(),
         v2.RandomApply([v2.ColorJitter(0.2, 0.2, 0.2)], p=0.8),
     ])

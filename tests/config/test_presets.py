@@ -80,6 +80,47 @@ def path_encoder_params(z_dim, emb, max_nodes):
     return (z_dim * emb + emb + emb * emb + emb) + (max_nodes * emb + emb * emb + emb)
 
 
+def unet_params(c_in, mc, mult, n_res, attn_res, size, scale_shift=True, extra=0):
+    """The denoiser's parameter count in closed form, counted from the architecture (DDPM's U-Net:
+    time MLP, input conv, per level n_res ResBlocks (+ attention at the listed pixel sizes) and a
+    strided-conv downsample, middle ResBlock-attention-ResBlock, the mirrored up path over the
+    concatenated skips with n_res + 1 ResBlocks and a nearest+conv upsample, GroupNorm-SiLU-conv out).
+    scale_shift: the ResBlock's time projection gives scale and shift (2 x out) instead of a bias."""
+    emb = 4 * mc
+    conv = lambda a, b, k: a * b * k * k + b  # noqa: E731
+    lin = lambda a, b: a * b + b  # noqa: E731
+    gn = lambda c: 2 * c  # noqa: E731
+    res = lambda a, b: (gn(a) + conv(a, b, 3) + lin(emb, (2 if scale_shift else 1) * b) + gn(b)  # noqa: E731
+                        + conv(b, b, 3) + (0 if a == b else conv(a, b, 1)))
+    attn = lambda c: gn(c) + lin(c, 3 * c) + lin(c, c)  # noqa: E731  (qkv and the output projection)
+    sizes = [size >> level for level in range(len(mult))]
+    total = lin(mc, emb) + lin(emb, emb) + conv(c_in + extra, mc * mult[0], 3)
+    ch = mc * mult[0]
+    skips = [ch]
+    for level, m in enumerate(mult):
+        for _ in range(n_res):
+            total += res(ch, mc * m) + (attn(mc * m) if sizes[level] in attn_res else 0)
+            ch = mc * m
+            skips.append(ch)
+        if level < len(mult) - 1:
+            total += conv(ch, ch, 3)
+            skips.append(ch)
+    total += 2 * res(ch, ch) + attn(ch)
+    for level in reversed(range(len(mult))):
+        for i in range(n_res + 1):
+            total += res(ch + skips.pop(), mc * mult[level]) + (attn(mc * mult[level]) if sizes[level] in attn_res else 0)
+            ch = mc * mult[level]
+            if level and i == n_res:
+                total += conv(ch, ch, 3)
+    return total + gn(ch) + conv(ch, c_in, 3)
+
+
+def test_the_closed_form_gives_ddpms_published_cifar10_size():
+    # Ho et al. 2020: 35.7M parameters (128 channels, mult 1-2-2-2, 2 ResBlocks, attention at 16x16,
+    # a plain time-embedding bias); the exact figure of the released model is 35,746,307
+    assert unet_params(3, 128, [1, 2, 2, 2], 2, [16], 32, scale_shift=False) == 35_746_307
+
+
 # Parameter counts of the full-size models (planned trees of 10 leaves): a change here is a change
 # of the architecture. The U-Nets' sizes sit where DDPM's are (35.7M on CIFAR-10 at 128 channels,
 # attention at 16x16 only); ours add 8x8 attention and scale-shift norm.
@@ -120,6 +161,11 @@ def test_preset_builds_and_runs_a_batch_of_two(name):
     assert "path encoder" not in {p.name for p in found.denoisers["recon"]}
     names = [p.name for p in found.tree_parts]
     assert names == ["bottom-up"] + [f"depth {k}" for k in range(found.tree.depth + 1)]
+    size = d.pad_to or m.image_size
+    unet = dict(c_in=m.in_channels, mc=d.model_channels, mult=list(d.channel_mult), n_res=d.num_res_blocks,
+                attn_res=list(d.attention_resolutions), size=size)
+    assert parts["U-Net"] == unet_params(**unet)  # the path signal enters the time embedding: no extra weights
+    assert found.denoisers["recon"][0].params == unet_params(**unet, extra=m.in_channels)  # x_hat concatenated
     if name in PARAMS:
         assert (found.tree_params, parts["U-Net"], found.denoisers["recon"][0].params) == PARAMS[name]
 

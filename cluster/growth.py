@@ -32,7 +32,8 @@ def _phase_task():
     def phase(stage: TreePhaseStage, data: StageData, trainer: TrainerConfig, name: str, local: bool,
               tb_dir: str | None) -> tuple[dict, dict]:
         """One growth phase: a TorchTrainer run launched from inside a Ray task."""
-        return fit_stage(stage, data, trainer, name=name, local=local, tb_dir=tb_dir)
+        export, metrics = fit_stage(stage, data, trainer, name=name, local=local, tb_dir=tb_dir)
+        return export, metrics | {"ray_task_id": ray.get_runtime_context().get_task_id()}
     return phase
 
 
@@ -71,7 +72,6 @@ class RayExecutor:
         self.local = local
         self.log = log or (lambda event, data: None)
         self.keys: list[str] | None = None  # the training samples, in leaf_probs' row order
-        self.phases = 0
         shard_set = ShardSet.open(self.shards)
         n_shards = len(shard_set.shards("train"))
         # written into every phase checkpoint: the exact data the tree was grown on
@@ -80,11 +80,11 @@ class RayExecutor:
         self.count_parts = max(1, min(n_shards, trainer.num_workers * trainer.cpus_per_worker))
 
     def train(self, model: TreeVAE, *, subtree: int | None, epochs: int, desc: str,
-              subset: np.ndarray | None = None) -> None:
+              subset: np.ndarray | None = None, phase: int = 0) -> dict[str, Any] | None:
         import ray
 
         if epochs == 0:
-            return
+            return None
         keys = None
         if subset is not None:
             if self.keys is None or len(self.keys) != len(subset):
@@ -92,9 +92,10 @@ class RayExecutor:
             keys = frozenset(k for k, keep in zip(self.keys, subset) if keep)
         stage = TreePhaseStage(self.model_cfg, model.tree.to_json(), {k: v.cpu() for k, v in model.state_dict().items()},
                                subtree, self.optim, epochs=epochs, name=f"tree/{desc}")
-        data = StageData(self.shards, global_batch=self._batch(keys), keys=keys, seed=self.optim.seed + self.phases)
-        self.phases += 1
-        name = f"tree-{self.phases:03d}-{desc.replace('@', '-')}"
+        data = StageData(self.shards, global_batch=self._batch(keys), keys=keys, seed=self.optim.seed + phase)
+        # named after the phase checkpoint it leads to: a re-run after a killed driver gets the same
+        # Ray Train run back, and Ray Train resumes it from its last checkpoint
+        name = f"tree-{phase:03d}-{desc.replace('@', '-')}"
         try:
             export, metrics = ray.get(_phase_task().remote(stage, data, self.trainer, name, self.local,
                                                            str(self.run_dir / "tb" / "tree")))
@@ -105,6 +106,7 @@ class RayExecutor:
         model.set_trainable(None)
         model.eval()
         self.log("phase-metrics", {"phase": desc, **metrics})
+        return {"ray_task_id": metrics["ray_task_id"], "ray_train_run": name}
 
     def _batch(self, keys: frozenset | None) -> int:
         """The global batch: optim.batch_size, shrunk for a small subset, kept divisible by the workers."""

@@ -71,13 +71,17 @@ def _tensorboard(cfg: JobConfig, run_dir: Path, plain: dict):
 def _logger(tb):
     from treediff.vae.trainer import _print_logger
 
+    phase = {"step": 0}  # the last phase checkpoint written
+
     def log(event: str, data: dict) -> None:
         _print_logger(event, data)
         if event == "phase":
             from cluster.tensorboard import tree_figure
-            step = int(data["name"].split("-")[1])
+            phase["step"] = step = int(data["name"].split("-")[1])
             tb.figure("tree/topology", tree_figure(_tree_of(data["tree"])), step)
             tb.scalars({"leaves": len(data["leaves"])}, step, prefix="tree/")
+        elif event == "decision" and data.get("counts"):  # the samples each leaf holds when a split is chosen
+            tb.scalars({f"leaf_size/{leaf}": n for leaf, n in data["counts"].items()}, phase["step"], prefix="tree/")
         elif event == "epoch":  # in-process phases
             step = data["epoch"]
             tb.scalars({k: v for k, v in data.items() if k not in ("phase", "epoch")}, step,

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from jobs.cli import JobError, run_job
 from treediff.checkpoint import load_checkpoint
@@ -38,6 +39,12 @@ def test_grow_digits_end_to_end(run_dir):
     assert sum(metrics["leaf_sizes"].values()) == 360
     model = load_tree_model(final_checkpoint(run_dir))
     assert model.tree.leaves == metrics["leaves"]
+    # TensorBoard: the leaf sizes behind every split decision, at the phase it followed
+    tb = EventAccumulator(str(run_dir / "tb" / "driver"), size_guidance={"scalars": 0})
+    tb.Reload()
+    first = log[0]["counts"]  # the initial tree's two leaves, after phase 0
+    for leaf, n in first.items():
+        assert tb.Scalars(f"tree/leaf_size/{leaf}")[0].value == n and tb.Scalars(f"tree/leaf_size/{leaf}")[0].step == 0
 
 
 def test_resume_skips_complete_phases(run_dir):

@@ -56,12 +56,19 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     phases = sorted(p.name for p in (run_dir / "tree").iterdir() if p.name.startswith("phase-"))
     assert phases[0] == "phase-000-initial" and phases[1].startswith("phase-001-subtree")
     assert phases[-1].endswith("-finetune")
-    # every training phase ran as its own Ray Train run, with checkpoints from both ranks
+    # every training phase ran in a Ray task of its own, as its own Ray Train run (named after
+    # its phase), with checkpoints holding both ranks' ZeRO-1 partitions
+    trained = [p for p in phases if not p.split("-")[2] == "prune"]
+    metas = {p: json.loads((run_dir / "tree" / p / "meta.json").read_text()) for p in trained}
+    tasks = [m["ray_task_id"] for m in metas.values()]
+    assert len(set(tasks)) == len(trained) and all(tasks)
     runs = sorted(p.name for p in (run_dir / "ray").iterdir() if p.name.startswith("tree-"))
-    assert any("subtree" in r for r in runs) and any("finetune" in r for r in runs)
+    assert runs == sorted(m["ray_train_run"] for m in metas.values())
+    assert [r.split("-")[1] for r in runs] == [p.split("-")[1] for p in trained]
     for r in runs:
         ckpts = [p for p in (run_dir / "ray" / r).glob("checkpoint_*") if p.is_dir()]  # not Ray's snapshot file
-        assert ckpts and (ckpts[0] / "export.pt").is_file() and (ckpts[0] / "ds").is_dir()
+        assert ckpts and (ckpts[0] / "export.pt").is_file()
+        assert len(list((ckpts[0] / "ds").rglob("zero_pp_rank_*optim_states.pt"))) == 2
     model = load_tree_model(final_checkpoint(run_dir))
     manifest_hash = json.loads((final_checkpoint(run_dir) / "meta.json").read_text())["data_manifest_sha256"]
     assert len(manifest_hash) == 64
@@ -81,6 +88,7 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     assert {"tree/initial/loss", "tree/finetune/loss", "tree/initial/images_per_s", "tree/initial/lr"} <= set(
         tree_tb.Tags()["scalars"])
     assert any(t.startswith("tree/initial/kl_node/") for t in tree_tb.Tags()["scalars"])
+    assert any(t.startswith("tree/initial/leaf_prob/") for t in tree_tb.Tags()["scalars"])
     assert len(tree_tb.Scalars("tree/initial/loss")) == 4
     diff_tb = tags(run_dir / "tb" / "diffusion")
     assert {"diffusion/path/loss", "diffusion/recon/loss"} <= set(diff_tb.Tags()["scalars"])
@@ -88,6 +96,8 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     images = set(driver.Tags()["images"])
     leaf = model.tree.leaves[0]
     assert {"tree/final", "tree/topology", f"samples/leaf_{leaf}", f"diffusion/path/leaf_{leaf}"} <= images
+    assert any(t.startswith("reconstructions/leaf_") for t in images)
+    assert {"tree/leaves", "tree/leaf_size/1", "tree/leaf_size/2"} <= set(driver.Tags()["scalars"])
     assert driver.Images(f"samples/leaf_{leaf}")[0].encoded_image_string[:4] == b"\x89PNG"
     assert any(t.startswith("config") for t in driver.Tags()["tensors"])
     # the evaluation that ends the pipeline: classifier trained by Ray Train, FIDs from the farm

@@ -5,6 +5,7 @@ import math
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -111,6 +112,9 @@ def test_two_workers_zero1_train_and_listen_on_loopback_only(local_ray, digit_sh
                 seen.append(line.split()[3].rsplit(":", 1)[0])
     seen += [addr for addr, _ in listeners_of(descendants())]
     assert seen and all(addr in LOOPBACK for addr in seen), seen
+    # DeepSpeed built no JIT op (it would land in the environment's TORCH_EXTENSIONS_DIR)
+    if "TORCH_EXTENSIONS_DIR" not in os.environ:
+        assert not list((Path(sys.prefix) / "torch_extensions").rglob("*shm_comm*"))
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(local_ray, digit_shards, tmp_path):

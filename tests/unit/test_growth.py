@@ -69,7 +69,7 @@ class BalancedExecutor:
     def __init__(self, n: int = 600):
         self.n = n
 
-    def train(self, model, *, subtree, epochs, desc, subset=None):
+    def train(self, model, *, subtree, epochs, desc, subset=None, phase=0):
         pass
 
     def leaf_probs(self, model):

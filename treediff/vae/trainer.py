@@ -118,8 +118,12 @@ class InProcessExecutor:
     """Trains phases and computes leaf probabilities in this process, on images held in memory.
 
     The executor interface GrowthRun drives (cluster.growth.RayExecutor is the distributed one):
-      train(model, subtree, epochs, desc, subset)  train in place; subset: bool mask over the
-                                                   training samples (in leaf_probs' order) or None
+      train(model, subtree, epochs, desc, subset, phase)
+                                                   train in place; subset: bool mask over the
+                                                   training samples (in leaf_probs' order) or None;
+                                                   phase: the number of the checkpoint it leads to.
+                                                   Returns what that checkpoint's meta records of
+                                                   the training (or None)
       leaf_probs(model) -> (N, L) array            P(leaf | x) of every training sample
     """
 
@@ -128,7 +132,7 @@ class InProcessExecutor:
         self.generator = torch.Generator().manual_seed(optim.seed)
 
     def train(self, model: TreeVAE, *, subtree: int | None, epochs: int, desc: str,
-              subset: np.ndarray | None = None) -> None:
+              subset: np.ndarray | None = None, phase: int = 0) -> None:
         x = self.x if subset is None else self.x[torch.as_tensor(np.flatnonzero(subset))]
         train_epochs(model, x, subtree=subtree, epochs=epochs, optim=self.optim, generator=self.generator, desc=desc,
                      log=self.log)
@@ -199,13 +203,14 @@ class GrowthRun:
 
         ex = self.executor
         if state.phase < 0:
-            ex.train(model, subtree=None, epochs=o.epochs_initial, desc="initial")
-            self._save(model, state, "initial")
+            info = ex.train(model, subtree=None, epochs=o.epochs_initial, desc="initial", phase=state.phase + 1)
+            self._save(model, state, "initial", extra=info)
 
         while not state.growth_done and state.splits < g.max_phases:
             if fulltrain_due(g.intermediate_fulltrain_every, state.splits, state.kind):
-                ex.train(model, subtree=None, epochs=o.epochs_intermediate, desc=f"fulltrain@{state.splits}")
-                self._save(model, state, "fulltrain")
+                info = ex.train(model, subtree=None, epochs=o.epochs_intermediate, desc=f"fulltrain@{state.splits}",
+                                phase=state.phase + 1)
+                self._save(model, state, "fulltrain", extra=info)
             probs = ex.leaf_probs(model)
             leaves = model.tree.leaves
             decision = choose_split(probs, leaves, num_clusters=g.num_clusters_tree, min_samples=min_samples,
@@ -222,9 +227,11 @@ class GrowthRun:
                            + (f"; skipped {decision.skipped}" if decision.skipped else ""), **decision.to_dict())
             subset = probs[:, leaves.index(leaf)] >= decision.threshold
             model.split(leaf)
-            ex.train(model, subtree=leaf, epochs=o.epochs_subtree, desc=f"subtree@{leaf}", subset=subset)
+            info = ex.train(model, subtree=leaf, epochs=o.epochs_subtree, desc=f"subtree@{leaf}", subset=subset,
+                            phase=state.phase + 1)
             state.splits += 1
-            self._save(model, state, "subtree", leaf, {"decision": decision.to_dict(), "subset": int(subset.sum())})
+            self._save(model, state, "subtree", leaf, {"decision": decision.to_dict(), "subset": int(subset.sum()),
+                                                       **(info or {})})
         else:
             state.growth_done = True
 
@@ -233,8 +240,8 @@ class GrowthRun:
                 self._prune(model)
             self._save(model, state, "prune")
         if state.kind == "prune":
-            ex.train(model, subtree=None, epochs=o.epochs_finetune, desc="finetune")
-            self._save(model, state, "finetune")
+            info = ex.train(model, subtree=None, epochs=o.epochs_finetune, desc="finetune", phase=state.phase + 1)
+            self._save(model, state, "finetune", extra=info)
         model.set_trainable(None)
         model.eval()
         return model

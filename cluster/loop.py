@@ -160,9 +160,9 @@ def _train(config: dict[str, Any]) -> None:
         step_losses: list[float] = []
         micro_steps, t0 = 0, time.perf_counter()
         for batch in loader:
-            x = batch[0].to(device)
+            batch = tuple(b.to(device) if torch.is_tensor(b) else b for b in batch)  # images and labels
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss, logs = stage.loss(engine, (x, *batch[1:]))
+                loss, logs = stage.loss(engine, batch)
             if not torch.isfinite(loss):
                 raise StageFailed(f"{stage.name}: loss is {loss.item()} at epoch {epoch}, micro step {micro_steps} "
                                   f"on rank {rank}; the last good checkpoint is kept")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from treediff.data.arrays import ImageArrays
 from treediff.data.sources import open_source
-from treediff.data.split import Split, head, to_arrays
+from treediff.data.split import Split, head, resized, to_arrays
 
 from .schema import DataConfig
 
@@ -13,9 +13,15 @@ def limited(split: Split, cfg: DataConfig, name: str) -> Split:
     return head(split, limit) if limit else split
 
 
+def open_split(cfg: DataConfig, split: str) -> Split:
+    """The configured split: its first data.limit_* samples, cropped and resized to data.image_size
+    and converted to data.channels where they are set."""
+    return resized(limited(open_source(cfg.name, split, cfg.root), cfg, split), cfg.image_size, cfg.channels)
+
+
 def load_split(cfg: DataConfig, split: str) -> ImageArrays:
-    """The split in memory, limited to its first data.limit_* samples (the same ones `prepare` shards)."""
-    return to_arrays(limited(open_source(cfg.name, split, cfg.root), cfg, split))
+    """The split in memory (the same samples `prepare` shards)."""
+    return to_arrays(open_split(cfg, split))
 
 
 def check_shape(data: ImageArrays, in_channels: int, image_size: int) -> None:

@@ -7,9 +7,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from treediff.data.shards import MANIFEST, ShardSet, write_shard_set
-from treediff.data.sources import SPLITS, open_source
+from treediff.data.sources import SPLITS
 
-from .data import limited
+from .data import open_split
 from .schema import JobConfig
 
 
@@ -38,11 +38,12 @@ def run(cfg: JobConfig, plain: dict) -> dict:
     out = Path(cfg.shards.path)
     if (out / MANIFEST).is_file() and not cfg.shards.overwrite:
         raise FileExistsError(f"{out} already holds a complete shard set; add shards.overwrite=true to replace it")
-    splits = {split: limited(open_source(cfg.data.name, split, cfg.data.root), cfg.data, split) for split in SPLITS}
+    splits = {split: open_split(cfg.data, split) for split in SPLITS}
     print(f"[prepare] {cfg.data.name}: " + ", ".join(f"{len(s)} {name}" for name, s in splits.items())
           + f" images -> {out} ({cfg.shards.samples_per_shard} per shard)", flush=True)
     source = {"name": cfg.data.name, "root": str(Path(cfg.data.root).resolve()) if cfg.data.root else None,
-              "limit_train": cfg.data.limit_train, "limit_test": cfg.data.limit_test}
+              "limit_train": cfg.data.limit_train, "limit_test": cfg.data.limit_test,
+              "image_size": cfg.data.image_size, "channels": cfg.data.channels}
     with interrupt_flag() as interrupted:
         write_shard_set(splits, out, samples_per_shard=cfg.shards.samples_per_shard, seed=cfg.shards.seed,
                         source=source, overwrite=cfg.shards.overwrite, interrupted=interrupted)

@@ -23,12 +23,25 @@ class DataConfig:
     root: Optional[str] = None  # directory of the on-disk files (not needed for bundled data)
     limit_train: int = 0  # 0: all; otherwise the first N training images (quick runs)
     limit_test: int = 0
+    image_size: int = 0  # > 0: centre-crop every image to a square and resize it to image_size (0: as stored)
+    channels: int = 0  # 1: convert to grey, 3: to RGB (0: as stored)
 
     def __post_init__(self) -> None:
         check_name(self.name)
-        for name in ("limit_train", "limit_test"):
+        for name in ("limit_train", "limit_test", "image_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.channels not in (0, 1, 3):
+            raise ValueError(f"data.channels: must be 0 (as stored), 1 (grey) or 3 (RGB), got {self.channels}")
+
+    def shape(self) -> tuple[int, int] | None:
+        """(size, channels) of the images a job sees, where known without reading data."""
+        known = SHAPES.get(self.name)
+        if self.image_size and (self.channels or known):
+            return self.image_size, self.channels or known[1]
+        if known and self.channels:
+            return known[0], self.channels
+        return None if self.image_size or self.channels else known
 
 
 @dataclass
@@ -169,7 +182,7 @@ class JobConfig:
     def check_model(self) -> None:
         """Cross-section checks of the tree model against the data set's image shape (known from
         data.name, no data read) and the growth schedule; `treediff check` runs them."""
-        shape = SHAPES.get(self.data.name)
+        shape = self.data.shape()
         m = self.model
         if shape is not None and shape != (m.image_size, m.in_channels):
             size, channels = shape

@@ -17,6 +17,9 @@ from jobs.cli import JobError, run_job
     # the model does not fit the data set's images (known from data.name, nothing is read)
     (["experiment=cifar10", "model=tree_mnist"], "model.image_size"),
     (["experiment=celeba", "model.in_channels=1"], "model.image_size"),
+    (["data=folder", "data.root=/data/mine", "model=tree_mnist"], "model.image_size"),  # 64x64x3 by data.image_size
+    (["data.image_size=-1"], "data.image_size"),
+    (["data.channels=2"], "data.channels"),
     # ZeRO stage outside 0-3
     (["trainer.zero_stage=4"], "trainer.zero_stage"),
     (["cluster=slurm_4node_8gpu", "trainer.zero_stage=-1"], "trainer.zero_stage"),

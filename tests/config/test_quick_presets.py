@@ -49,7 +49,7 @@ def test_fashion_mnist_quick_runs_end_to_end(tmp_path):
     config = check_run(pipeline("fashion_mnist_quick", tmp_path, "diffusion.steps=20", "diffusion.log_every=10",
                                "eval.classifier_epochs=1"), leaves_at_most=4)
     assert config["data"] == {"name": "fashion_mnist", "root": "/usr/share/datasets/fashion-mnist",
-                              "limit_train": 2048, "limit_test": 512}
+                              "limit_train": 2048, "limit_test": 512, "image_size": 0, "channels": 0}
     assert (config["model"]["encoder"], config["model"]["image_size"], config["model"]["latent_channels"]) == (
         "cnn1", 28, 16)  # the reference architecture at full size
     assert config["diffusion"]["pad_to"] == 32 and config["growth"]["intermediate_fulltrain_every"] == 3

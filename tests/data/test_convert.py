@@ -67,3 +67,36 @@ def test_prepare_then_stream_gives_back_the_same_samples(tmp_path, name):
     shards = ShardSet.open(out)
     assert shards.manifest["source"]["name"] == name and shards.manifest["source"]["root"] == str(root)
     assert shards.classes == list(open_source(name, "train", str(root)).classes)
+
+
+def test_a_folder_of_mixed_sizes_is_cropped_and_resized_to_one_square(tmp_path):
+    from treediff.data.split import square
+    rng = np.random.default_rng(13)
+    root = tmp_path / "raw"
+    sizes = {"train": [(40, 30), (17, 25), (64, 64)], "test": [(33, 20)]}
+    for split, shapes in sizes.items():
+        (root / split / "cat").mkdir(parents=True)
+        for j, (h, w) in enumerate(shapes):
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / split / "cat" / f"{j}.png")
+    with pytest.raises(ValueError, match="data.image_size"):  # as stored, the sizes cannot share shards
+        run_job("prepare", ["data.name=folder", f"data.root={root}", f"shards.path={tmp_path / 'no'}"])
+    out = tmp_path / "shards"
+    run_job("prepare", ["data=folder", f"data.root={root}", f"shards.path={out}", "data.image_size=16",
+                        "data.channels=1"])
+    shards = ShardSet.open(out)
+    assert shards.image_shape == (16, 16, 1) and shards.manifest["source"]["image_size"] == 16
+    source = open_source("folder", "train", str(root))
+    got = streamed(out, "train")
+    for sample in source:
+        np.testing.assert_array_equal(got[sample.key][0], square(sample.image, 16, 1))
+
+
+def test_square_crops_the_centre_and_converts():
+    from treediff.data.split import square
+    image = np.zeros((30, 50, 3), np.uint8)
+    image[:, 10:40] = 200  # the centred 30x30 square is uniform; the margins are not
+    out = square(image, 15)
+    assert out.shape == (15, 15, 3) and (out == 200).all()
+    grey = square(image, 0, 1)
+    assert grey.shape == (30, 50, 1) and grey[0, 20, 0] == 200 and grey[0, 0, 0] == 0
+    assert square(grey, 10, 3).shape == (10, 10, 3)

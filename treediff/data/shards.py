@@ -82,7 +82,8 @@ def _write_split(split: Split, directory: Path, prefix: str, samples_per_shard: 
                     shape = tuple(sample.image.shape)
                 elif tuple(sample.image.shape) != shape:
                     raise ValueError(f"{split.name}: sample {sample.key!r} has shape {sample.image.shape}, "
-                                     f"the others {shape}; shards need one image shape (resize first)")
+                                     f"the others {shape}; shards need one image shape (set data.image_size to "
+                                     f"crop and resize them to one square size)")
                 key = _safe_key(sample.key)
                 if key in keys:
                     raise ValueError(f"{split.name}: duplicate sample key {key!r}")

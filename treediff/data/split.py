@@ -124,6 +124,49 @@ def head(split: Split, n: int) -> Split:
     return _Head(split, n)
 
 
+def square(image: np.ndarray, size: int = 0, channels: int = 0) -> np.ndarray:
+    """uint8 (H, W, C) -> (size, size, channels): the centred square crop resized with PIL's
+    antialiased bicubic filter (size 0: as it is), converted to grey or RGB (channels 1 / 3; 0: as it is)."""
+    from PIL import Image
+
+    im = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
+    if channels:
+        im = im.convert("L" if channels == 1 else "RGB")
+    if size:
+        w, h = im.size
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC)
+    out = np.asarray(im, dtype=np.uint8)
+    return out[..., None] if out.ndim == 2 else out
+
+
+class _Squared(Split):
+    """Every image of a split through `square` (on access)."""
+
+    def __init__(self, split: Split, size: int, channels: int):
+        self.split, self.size, self.channels = split, size, channels
+        self.name, self.classes = split.name, split.classes
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> Sample:
+        s = self.split[i]
+        return Sample(s.key, square(s.image, self.size, self.channels), s.label)
+
+    @property
+    def labelled(self) -> bool:
+        return self.split.labelled
+
+
+def resized(split: Split, size: int = 0, channels: int = 0) -> Split:
+    """The split with square images of `size` and `channels` (see `square`); unchanged when both are 0."""
+    if size < 0 or channels not in (0, 1, 3):
+        raise ValueError(f"resized: size must be >= 0 and channels 0, 1 or 3, got {size}, {channels}")
+    return _Squared(split, size, channels) if size or channels else split
+
+
 def to_arrays(split: Split) -> ImageArrays:
     """The whole split in memory (all images must share one shape)."""
     if isinstance(split, ArraySplit):
@@ -131,7 +174,8 @@ def to_arrays(split: Split) -> ImageArrays:
     samples = list(split)
     shapes = {s.image.shape for s in samples}
     if len(shapes) > 1:
-        raise ValueError(f"{split.name}: images of different shapes {sorted(shapes)}; set an image size to resize")
+        raise ValueError(f"{split.name}: images of different shapes {sorted(shapes)}; set data.image_size to "
+                         f"crop and resize them to one square size")
     images = np.stack([s.image for s in samples]) if samples else np.zeros((0, 1, 1, 1), np.uint8)
     labels = np.array([s.label for s in samples], np.int64) if split.labelled else None
     return ImageArrays(images, labels, list(split.classes), split.name)

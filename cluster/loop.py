@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -65,9 +66,6 @@ def _deepspeed():
     DeepSpeed drop that registry, the build is paid once per environment instead: torch caches
     JIT ops in TORCH_EXTENSIONS_DIR, set to the environment's own folder (`sys.prefix`) when unset.
     """
-    import os
-    import sys
-
     import deepspeed
 
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))

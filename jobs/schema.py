@@ -36,12 +36,9 @@ class DataConfig:
 
     def shape(self) -> tuple[int, int] | None:
         """(size, channels) of the images a job sees, where known without reading data."""
-        known = SHAPES.get(self.name)
-        if self.image_size and (self.channels or known):
-            return self.image_size, self.channels or known[1]
-        if known and self.channels:
-            return known[0], self.channels
-        return None if self.image_size or self.channels else known
+        known = SHAPES.get(self.name) or (None, None)
+        size, channels = self.image_size or known[0], self.channels or known[1]
+        return (size, channels) if size and channels else None
 
 
 @dataclass

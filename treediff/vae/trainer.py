@@ -175,6 +175,13 @@ class GrowthRun:
         self.log("phase", {"name": name, "path": str(path), "tree": model.tree.bfs(), "leaves": model.tree.leaves})
         return path
 
+    def _phase(self, model: TreeVAE, state: GrowthState, kind: str, leaf: int | None = None,
+               extra: dict[str, Any] | None = None, **train: Any) -> Path:
+        """Train one phase with the executor, then save its checkpoint with what the executor
+        records of the training (e.g. the Ray task that ran it)."""
+        info = self.executor.train(model, phase=state.phase + 1, **train)
+        return self._save(model, state, kind, leaf, {**(extra or {}), **(info or {})})
+
     def _resume(self) -> tuple[TreeVAE, GrowthState]:
         phases = self.complete_phases()
         if not phases:
@@ -203,14 +210,12 @@ class GrowthRun:
 
         ex = self.executor
         if state.phase < 0:
-            info = ex.train(model, subtree=None, epochs=o.epochs_initial, desc="initial", phase=state.phase + 1)
-            self._save(model, state, "initial", extra=info)
+            self._phase(model, state, "initial", subtree=None, epochs=o.epochs_initial, desc="initial")
 
         while not state.growth_done and state.splits < g.max_phases:
             if fulltrain_due(g.intermediate_fulltrain_every, state.splits, state.kind):
-                info = ex.train(model, subtree=None, epochs=o.epochs_intermediate, desc=f"fulltrain@{state.splits}",
-                                phase=state.phase + 1)
-                self._save(model, state, "fulltrain", extra=info)
+                self._phase(model, state, "fulltrain", subtree=None, epochs=o.epochs_intermediate,
+                            desc=f"fulltrain@{state.splits}")
             probs = ex.leaf_probs(model)
             leaves = model.tree.leaves
             decision = choose_split(probs, leaves, num_clusters=g.num_clusters_tree, min_samples=min_samples,
@@ -227,11 +232,9 @@ class GrowthRun:
                            + (f"; skipped {decision.skipped}" if decision.skipped else ""), **decision.to_dict())
             subset = probs[:, leaves.index(leaf)] >= decision.threshold
             model.split(leaf)
-            info = ex.train(model, subtree=leaf, epochs=o.epochs_subtree, desc=f"subtree@{leaf}", subset=subset,
-                            phase=state.phase + 1)
             state.splits += 1
-            self._save(model, state, "subtree", leaf, {"decision": decision.to_dict(), "subset": int(subset.sum()),
-                                                       **(info or {})})
+            self._phase(model, state, "subtree", leaf, {"decision": decision.to_dict(), "subset": int(subset.sum())},
+                        subtree=leaf, epochs=o.epochs_subtree, desc=f"subtree@{leaf}", subset=subset)
         else:
             state.growth_done = True
 
@@ -240,8 +243,7 @@ class GrowthRun:
                 self._prune(model)
             self._save(model, state, "prune")
         if state.kind == "prune":
-            info = ex.train(model, subtree=None, epochs=o.epochs_finetune, desc="finetune", phase=state.phase + 1)
-            self._save(model, state, "finetune", extra=info)
+            self._phase(model, state, "finetune", subtree=None, epochs=o.epochs_finetune, desc="finetune")
         model.set_trainable(None)
         model.eval()
         return model

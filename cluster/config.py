@@ -36,7 +36,7 @@ class TrainerConfig:
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: int = 1  # also the torch threads of each worker
-    zero_stage: int = 1
+    zero_stage: int = 1  # 0, 1 or 2 (3 is refused: see __post_init__)
     precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
     grad_accum: int = 1
     grad_clip: float = 0.0  # 0: no clipping (the TreeVAE reference clips nothing)
@@ -52,9 +52,17 @@ class TrainerConfig:
         for name in ("num_workers", "cpus_per_worker", "grad_accum", "checkpoint_every", "timeout_s"):
             _check(getattr(self, name) >= 1, f"trainer.{name}", f"must be >= 1, got {getattr(self, name)}")
         _check(self.zero_stage in (0, 1, 2, 3), "trainer.zero_stage", f"must be 0, 1, 2 or 3, got {self.zero_stage}")
+        # ZeRO-3 partitions the weights themselves: the EMA, the fp32 export and the phase hand-off
+        # read the whole module on every rank. ZeRO-2 already partitions gradients and optimiser state.
+        _check(self.zero_stage != 3, "trainer.zero_stage",
+               "3 is not supported (the EMA, the export and the growth hand-off read whole, unpartitioned "
+               "weights); use 2, which partitions gradients and optimiser state, or 0/1")
         _check(self.precision in PRECISIONS, "trainer.precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
         _check(self.rendezvous in RENDEZVOUS, "trainer.rendezvous",
                f"must be one of {RENDEZVOUS}, got {self.rendezvous!r}")
+        _check(not (self.rendezvous == "file" and self.use_gpu), "trainer.rendezvous",
+               "file sets up a gloo process group, which would run the GPUs' collectives on the CPU; "
+               "with trainer.use_gpu=true use auto or env (NCCL)")
         _check(self.grad_clip >= 0, "trainer.grad_clip", f"must be >= 0, got {self.grad_clip}")
         _check(self.loader_workers >= 0, "trainer.loader_workers", f"must be >= 0, got {self.loader_workers}")
         _check(self.max_failures >= -1, "trainer.max_failures", f"must be >= -1 (-1: unlimited), got {self.max_failures}")

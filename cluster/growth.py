@@ -1,14 +1,28 @@
-"""Tree growth on Ray: every phase is a Ray task that trains on Ray Train + DeepSpeed workers,
-and leaf probabilities are counted over the shards by parallel Ray tasks.
+"""Tree growth on Ray: one Ray Train worker group grows the whole tree.
 
-`RayExecutor` plugs into `treediff.vae.trainer.GrowthRun`, which keeps the growth rules, the
-decision log and the phase checkpoints (so a re-run resumes after the last complete phase, as
-in one process). The driver only chains: it submits a phase task with the model's state (for a
-subtree phase: the leaf already split, new modules initialised), waits for the trained weights,
-then submits the counting tasks whose probabilities decide the next split.
+The driver starts one TorchTrainer run (named `tree`) for the whole growth. Each of its
+workers runs the same `treediff.vae.trainer.GrowthRun` (the growth rules, the decision log, the
+phase checkpoints) with a `WorkerGroupExecutor`: every phase trains on the group's DeepSpeed
+engines over the shards, and P(leaf | x) for the split rule is counted on the same workers
+(each rank an exact pass over its own shards, gathered exactly). Worker start-up, the process
+group and the shard set's hash are paid once per growth, not once per phase.
+
+Every rank takes the same decisions: after a phase, rank 0's weights (its BatchNorm statistics
+included) are broadcast, and every rank gets the same gathered probabilities, so the split rule
+(a pure function of them) agrees everywhere. Only rank 0 writes: the phase checkpoints, the
+growth log, TensorBoard.
+
+Recovery: a re-run resumes after the last complete phase on disk (as in one process). Within a
+phase, the checkpoints reported to Ray Train carry the phase index and name; a restarted worker
+group (after a worker failure) or a re-run after a killed driver (the same run name, so Ray
+Train hands back its latest checkpoint) continues that phase at the epoch after its last
+checkpoint.
 """
 from __future__ import annotations
 
+import copy
+import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,115 +32,133 @@ import torch
 from treediff.data.shards import ShardSet
 from treediff.data.stream import StreamConfig, make_loader
 from treediff.stages import TreePhaseStage
-from treediff.vae.config import OptimConfig, TreeVAEConfig
+from treediff.vae.config import GrowthConfig, OptimConfig, TreeVAEConfig
 from treediff.vae.model import TreeVAE
+from treediff.vae.trainer import GrowthRun, final_checkpoint, load_tree_model
 
 from .config import TrainerConfig
-from .loop import StageData, StageFailed, fit_stage
+from .loop import StageData, Worker, fit_loop, read_progress, run_stage
+
+RUN_NAME = "tree"  # the Ray Train run of the whole growth, under trainer.storage_path
+COUNT_BATCH = 512
 
 
-def _phase_task():
-    import ray
+class WorkerGroupExecutor:
+    """The GrowthRun executor of one Ray Train worker (every rank of the group runs one)."""
 
-    @ray.remote(num_cpus=0, max_retries=0)
-    def phase(stage: TreePhaseStage, data: StageData, trainer: TrainerConfig, name: str, local: bool,
-              tb_dir: str | None) -> tuple[dict, dict]:
-        """One growth phase: a TorchTrainer run launched from inside a Ray task."""
-        export, metrics = fit_stage(stage, data, trainer, name=name, local=local, tb_dir=tb_dir)
-        return export, metrics | {"ray_task_id": ray.get_runtime_context().get_task_id()}
-    return phase
+    def __init__(self, worker: Worker, model_cfg: TreeVAEConfig, optim: OptimConfig, shards: ShardSet,
+                 tb=None, resume=None):
+        import torch.distributed as dist
 
-
-def _count_task():
-    import ray
-
-    @ray.remote(num_cpus=1, max_retries=1)
-    def count(model_cfg: TreeVAEConfig, tree_json: str, state: dict, shards_path: str, part: int, parts: int,
-              batch: int) -> tuple[list[str], np.ndarray]:
-        """P(leaf | x) of the training samples in shard part `part` of `parts` (exact pass)."""
-        from treediff.tree import Tree
-
-        torch.set_num_threads(1)
-        model = TreeVAE(model_cfg, Tree.from_json(tree_json))
-        model.load_state_dict(state, strict=True)
-        model.eval()
-        keys, probs = [], []
-        loader = make_loader(ShardSet.open(shards_path), "train", StreamConfig(
-            batch_size=batch, rank=part, world_size=parts, shuffle_buffer=0, verify=False))
-        with torch.no_grad():
-            for x, _, k in loader:
-                probs.append(model.leaf_probs(x).numpy())
-                keys += list(k)
-        return keys, np.concatenate(probs) if probs else np.zeros((0, len(model.tree.leaves)))
-    return count
-
-
-class RayExecutor:
-    """Trains growth phases and counts leaf probabilities on a Ray cluster (see the module doc)."""
-
-    def __init__(self, model_cfg: TreeVAEConfig, optim: OptimConfig, trainer: TrainerConfig, shards: str | Path,
-                 run_dir: str | Path, local: bool, log: Callable[[str, dict[str, Any]], None] | None = None):
-        self.model_cfg, self.optim, self.trainer = model_cfg, optim, trainer
-        self.shards = str(Path(shards).resolve())
-        self.run_dir = Path(run_dir)
-        self.local = local
-        self.log = log or (lambda event, data: None)
+        self.worker, self.model_cfg, self.optim, self.shards, self.tb = worker, model_cfg, optim, shards, tb
         self.keys: list[str] | None = None  # the training samples, in leaf_probs' row order
-        shard_set = ShardSet.open(self.shards)
-        n_shards = len(shard_set.shards("train"))
-        # written into every phase checkpoint: the exact data the tree was grown on
-        self.checkpoint_meta = {"data_manifest_sha256": shard_set.digest(), "runtime": "ray",
-                                "workers": trainer.num_workers}
-        self.count_parts = max(1, min(n_shards, trainer.num_workers * trainer.cpus_per_worker))
+        self.verified = False
+        self.resume = resume  # a checkpoint Ray Train handed back (worker restart, driver re-run)
+        self.resume_tag = read_progress(resume) if resume is not None else None
+        pids: list[Any] = [None] * worker.world
+        dist.all_gather_object(pids, f"{os.uname().nodename}:{os.getpid()}")
+        # written into every phase checkpoint: the exact data the tree was grown on, and the group
+        self.checkpoint_meta = {"data_manifest_sha256": shards.digest(), "runtime": "ray",
+                                "workers": worker.world, "worker_group": pids, "ray_train_run": RUN_NAME}
 
     def train(self, model: TreeVAE, *, subtree: int | None, epochs: int, desc: str,
               subset: np.ndarray | None = None, phase: int = 0) -> dict[str, Any] | None:
-        import ray
+        import torch.distributed as dist
 
+        resume, tag = self.resume, {"phase": phase, "desc": desc}
+        self.resume = None  # only the first phase trained after a (re)start can continue a checkpoint
         if epochs == 0:
             return None
+        if resume is not None and {k: self.resume_tag.get(k) for k in tag} != tag:
+            resume = None  # the checkpoint is of a phase already complete on disk
         keys = None
         if subset is not None:
             if self.keys is None or len(self.keys) != len(subset):
-                raise RuntimeError("RayExecutor.train: a subset needs the keys of the last leaf_probs call")
+                raise RuntimeError("WorkerGroupExecutor.train: a subset needs the keys of the last leaf_probs call")
             keys = frozenset(k for k, keep in zip(self.keys, subset) if keep)
         stage = TreePhaseStage(self.model_cfg, model.tree.to_json(), {k: v.cpu() for k, v in model.state_dict().items()},
                                subtree, self.optim, epochs=epochs, name=f"tree/{desc}")
-        data = StageData(self.shards, global_batch=self._batch(keys), keys=keys, seed=self.optim.seed + phase)
-        # named after the phase checkpoint it leads to: a re-run after a killed driver gets the same
-        # Ray Train run back, and Ray Train resumes it from its last checkpoint
-        name = f"tree-{phase:03d}-{desc.replace('@', '-')}"
-        try:
-            export, metrics = ray.get(_phase_task().remote(stage, data, self.trainer, name, self.local,
-                                                           str(self.run_dir / "tb" / "tree")))
-        except ray.exceptions.RayTaskError as e:  # the phase task's own exception, without Ray's wrapping
-            cause = e.cause if isinstance(e.cause, Exception) else e
-            raise StageFailed(f"growth phase {desc}: {cause}") from e
-        model.load_state_dict(export["model"], strict=True)
+        data = StageData(self.shards.root, global_batch=self._batch(keys), keys=keys, seed=self.optim.seed + phase)
+        steps: list[float] = []
+        export, metrics = run_stage(stage, data, self.worker, self.shards, resume=resume, tb=self.tb, tag=tag,
+                                    verify=not self.verified, steps=steps)
+        self.verified = True  # the shards' sha256 once per worker process
+        state = [export["model"]]
+        dist.broadcast_object_list(state, src=0)  # rank 0's weights and BatchNorm statistics, everywhere
+        model.load_state_dict(state[0], strict=True)
         model.set_trainable(None)
         model.eval()
-        self.log("phase-metrics", {"phase": desc, **metrics})
-        return {"ray_task_id": metrics["ray_task_id"], "ray_train_run": name}
+        return {"step_seconds": sum(steps), "trained_at": time.time(), "epochs": epochs,
+                "resumed_from_epoch": (self.resume_tag or {}).get("epoch") if resume is not None else None,
+                "loss": metrics.get("loss")}
 
     def _batch(self, keys: frozenset | None) -> int:
         """The global batch: optim.batch_size, shrunk for a small subset, kept divisible by the workers."""
-        step = self.trainer.num_workers * self.trainer.grad_accum
+        step = self.worker.world * self.worker.trainer.grad_accum
         batch = self.optim.batch_size if keys is None else min(self.optim.batch_size, max(step, len(keys)))
         return max(step, batch - batch % step)
 
+    @torch.no_grad()
     def leaf_probs(self, model: TreeVAE) -> np.ndarray:
-        import ray
+        """P(leaf | x) of every training sample: each rank reads its own shards once (exact mode),
+        the rows are gathered on every rank and put in key order (the same on every rank)."""
+        import torch.distributed as dist
 
-        state = {k: v.cpu() for k, v in model.state_dict().items()}
-        state_ref = ray.put(state)
-        count = _count_task()
-        parts = ray.get([count.remote(self.model_cfg, model.tree.to_json(), state_ref, self.shards, i,
-                                      self.count_parts, 512) for i in range(self.count_parts)])
-        keys = [k for part_keys, _ in parts for k in part_keys]
-        probs = np.concatenate([p for _, p in parts])
-        order = np.argsort(keys, kind="stable")  # a fixed order, whatever the number of parts
-        self.keys = [keys[i] for i in order]
-        return probs[order]
+        w = self.worker
+        device = torch.device("cuda", torch.cuda.current_device()) if w.on_gpu else torch.device("cpu")
+        counter = copy.deepcopy(model).to(device).eval()
+        keys, probs = [], []
+        loader = make_loader(self.shards, "train", StreamConfig(
+            batch_size=COUNT_BATCH, rank=w.rank, world_size=w.world, shuffle_buffer=0, verify=False))
+        for x, _, k in loader:
+            probs.append(counter.leaf_probs(x.to(device)).float().cpu().numpy())
+            keys += list(k)
+        mine = (keys, np.concatenate(probs) if probs else np.zeros((0, len(model.tree.leaves)), np.float32))
+        parts: list[Any] = [None] * w.world
+        dist.all_gather_object(parts, mine)
+        all_keys = [k for part_keys, _ in parts for k in part_keys]
+        all_probs = np.concatenate([p for _, p in parts])
+        order = np.argsort(all_keys, kind="stable")  # a fixed order, whatever the number of ranks
+        self.keys = [all_keys[i] for i in order]
+        return all_probs[order]
 
 
-__all__ = ["RayExecutor"]
+def growth_loop_per_worker(config: dict[str, Any]) -> None:
+    """One worker of the growth run: the whole GrowthRun, every phase on this worker group."""
+    import ray.train
+
+    worker = Worker.current(config["trainer"])
+    shards = ShardSet.open(config["shards"])
+    writer = worker.rank == 0
+    tb = log = None
+    if writer:
+        from .tensorboard import TBLogger
+        tb = TBLogger(config["tb_dir"])
+        log = config["make_log"]() if config.get("make_log") else None
+    try:
+        executor = WorkerGroupExecutor(worker, config["model_cfg"], config["optim"], shards, tb=tb,
+                                       resume=ray.train.get_checkpoint())
+        GrowthRun(config["model_cfg"], config["growth"], config["optim"], None, config["run_dir"], config["config"],
+                  log=log, executor=executor, writer=writer).run()
+    finally:
+        if tb is not None:
+            tb.close()
+
+
+def grow_on_ray(model_cfg: TreeVAEConfig, growth: GrowthConfig, optim: OptimConfig, trainer: TrainerConfig,
+                shards: str | Path, run_dir: str | Path, config: dict[str, Any], *, local: bool,
+                make_log: Callable[[], Callable[[str, dict[str, Any]], None]] | None = None) -> TreeVAE:
+    """Grow (or resume growing) the tree on one Ray Train worker group; returns the final tree.
+
+    `make_log`: a picklable factory of the growth logger rank 0 uses (console, TensorBoard).
+    """
+    GrowthRun.check(model_cfg, growth)
+    run_dir = Path(run_dir).resolve()
+    config_ = {"model_cfg": model_cfg, "growth": growth, "optim": optim, "trainer": trainer,
+               "shards": str(Path(shards).resolve()), "run_dir": str(run_dir), "config": config,
+               "tb_dir": str(run_dir / "tb" / "tree"), "make_log": make_log}
+    fit_loop(growth_loop_per_worker, config_, trainer, name=RUN_NAME, local=local, what="tree growth")
+    return load_tree_model(final_checkpoint(run_dir))
+
+
+__all__ = ["WorkerGroupExecutor", "grow_on_ray", "growth_loop_per_worker", "RUN_NAME"]

@@ -37,6 +37,7 @@ def render(cfg: SlurmConfig, job: str, overrides: list[str], workdir: str | Path
         tmp_dir=cfg.tmp_dir, port_base=cfg.port_base, port_blocks=cfg.port_blocks,
         requeue_cmd='scontrol requeue "$SLURM_JOB_ID"' if cfg.requeue else "echo 'treediff: requeue is off'",
         ray_gpus=f"--num-gpus={cfg.gpus_per_node} " if cfg.gpus_per_node else "",
+        srun_gpus=f" --gpus-per-node={cfg.gpus_per_node}" if cfg.gpus_per_node else "",
         dashboard="true" if cfg.dashboard else "false", overrides=" ".join(shlex.quote(o) for o in kept))
 
 

@@ -71,3 +71,36 @@ def tree_figure(tree, sizes: dict[int, int] | None = None):
     ax.set_ylim(-max(depth.values()) - 0.6, 0.6)
     fig.tight_layout()
     return fig
+
+
+def growth_logger(tb: TBLogger):
+    """The growth's logger: console lines for decisions, and to TensorBoard the tree after every
+    phase, the leaf sizes behind every split, in-process epochs' scalars."""
+    from treediff.vae.trainer import _print_logger
+
+    phase = {"step": 0}  # the last phase checkpoint written
+
+    def log(event: str, data: dict) -> None:
+        _print_logger(event, data)
+        if event == "phase":
+            phase["step"] = step = int(data["name"].split("-")[1])
+            tb.figure("tree/topology", tree_figure(_tree_of(data["tree"])), step)
+            tb.scalars({"leaves": len(data["leaves"])}, step, prefix="tree/")
+        elif event == "decision" and data.get("counts"):  # the samples each leaf holds when a split is chosen
+            tb.scalars({f"leaf_size/{leaf}": n for leaf, n in data["counts"].items()}, phase["step"], prefix="tree/")
+        elif event == "epoch":  # in-process phases
+            step = data["epoch"]
+            tb.scalars({k: v for k, v in data.items() if k not in ("phase", "epoch")}, step,
+                       prefix=f"tree/{data['phase']}/")
+        tb.flush()
+    return log
+
+
+def _tree_of(nodes: list[int]):
+    from treediff.tree import Tree
+    return Tree(set(nodes))
+
+
+def growth_logger_at(logdir: str):
+    """growth_logger on a TensorBoard writer of its own at `logdir` (built where it logs: a worker)."""
+    return growth_logger(TBLogger(logdir))

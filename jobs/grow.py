@@ -1,15 +1,17 @@
 """`treediff grow`: grow the CNN-TreeVAE phase by phase, then score its leaves.
 
-runtime=ray (the default): every phase is a Ray task training on Ray Train + DeepSpeed workers
-fed from the data set's shards; runtime=inprocess: one plain process on images in memory.
+runtime=ray (the default): one Ray Train + DeepSpeed worker group grows the whole tree, phase by
+phase, fed from the data set's shards; runtime=inprocess: one plain process on images in memory.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 import yaml
 
+from cluster.tensorboard import growth_logger, growth_logger_at
 from treediff.data.tensors import to_model_range
 from treediff.vae.evaluate import evaluate_tree
 from treediff.vae.trainer import GrowthRun
@@ -33,18 +35,18 @@ def run(cfg: JobConfig, plain: dict) -> dict:
         shards = ensure_shards(cfg, plain, "grow")
         print(f"[grow] {shards.count('train')} training / {len(test)} test images of {cfg.data.name} "
               f"(shards {shards.root}); {cfg.trainer.num_workers} Ray Train workers; run dir {run_dir}", flush=True)
-        from cluster.growth import RayExecutor
+        from cluster.growth import grow_on_ray
         with session(cfg):
-            executor = RayExecutor(cfg.model, cfg.optim, cfg.trainer, shards.root, run_dir, local=is_local(cfg))
-            model = GrowthRun(cfg.model, cfg.growth, cfg.optim, None, run_dir, plain, executor=executor,
-                              log=_logger(tb)).run()
+            # rank 0 of the growth's worker group logs the decisions and the tree to the driver's TensorBoard
+            model = grow_on_ray(cfg.model, cfg.growth, cfg.optim, cfg.trainer, shards.root, run_dir, plain,
+                                local=is_local(cfg), make_log=partial(growth_logger_at, str(run_dir / "tb" / "driver")))
     else:
         train = load_split(cfg.data, "train")
         check_shape(train, cfg.model.in_channels, cfg.model.image_size)
         print(f"[grow] {len(train)} training / {len(test)} test images of {cfg.data.name}; in one process; "
               f"run dir {run_dir}", flush=True)
         model = GrowthRun(cfg.model, cfg.growth, cfg.optim, to_model_range(train.images), run_dir, plain,
-                          log=_logger(tb)).run()
+                          log=growth_logger(tb)).run()
     print(f"[grow] final tree ({len(model.tree.leaves)} leaves):", flush=True)
     x_test = to_model_range(test.images)
     report = evaluate_tree(model, x_test, test.labels)
@@ -66,33 +68,6 @@ def _tensorboard(cfg: JobConfig, run_dir: Path, plain: dict):
     tb = TBLogger(run_dir / "tb" / "driver")
     tb.text("config", "```\n" + yaml.safe_dump(plain, sort_keys=False) + "\n```")
     return tb
-
-
-def _logger(tb):
-    from treediff.vae.trainer import _print_logger
-
-    phase = {"step": 0}  # the last phase checkpoint written
-
-    def log(event: str, data: dict) -> None:
-        _print_logger(event, data)
-        if event == "phase":
-            from cluster.tensorboard import tree_figure
-            phase["step"] = step = int(data["name"].split("-")[1])
-            tb.figure("tree/topology", tree_figure(_tree_of(data["tree"])), step)
-            tb.scalars({"leaves": len(data["leaves"])}, step, prefix="tree/")
-        elif event == "decision" and data.get("counts"):  # the samples each leaf holds when a split is chosen
-            tb.scalars({f"leaf_size/{leaf}": n for leaf, n in data["counts"].items()}, phase["step"], prefix="tree/")
-        elif event == "epoch":  # in-process phases
-            step = data["epoch"]
-            tb.scalars({k: v for k, v in data.items() if k not in ("phase", "epoch")}, step,
-                       prefix=f"tree/{data['phase']}/")
-        tb.flush()
-    return log
-
-
-def _tree_of(nodes: list[int]):
-    from treediff.tree import Tree
-    return Tree(set(nodes))
 
 
 @torch.no_grad()

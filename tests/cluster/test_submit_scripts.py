@@ -37,6 +37,17 @@ def test_four_node_script_starts_a_head_and_joins_three_nodes():
     assert "python -m jobs.cli pipeline run_dir=/shared/runs/cifar data=cifar10" in text
 
 
+def test_every_srun_step_asks_for_the_nodes_cpus_and_gpus():
+    # srun does not inherit --cpus-per-task (Slurm >= 22.05): each step must pass it, and the GPUs
+    text = (GOLDEN / "pipeline-4nodes.sbatch").read_text()
+    steps = [line for line in text.splitlines() if line.strip().startswith(('srun', '"${SRUN[@]}"'))]
+    assert len(steps) == 2  # the head, and the loop over the other nodes
+    assert 'SRUN=(srun --nodes=1 --ntasks=1 --cpus-per-task="$SLURM_CPUS_PER_TASK" --gpus-per-node=4)' in text
+    assert all(line.strip().startswith('"${SRUN[@]}"') for line in steps)
+    one = (GOLDEN / "pipeline-1node.sbatch").read_text()
+    assert 'SRUN=(srun --nodes=1 --ntasks=1 --cpus-per-task="$SLURM_CPUS_PER_TASK")' in one
+
+
 def cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, cwd=cwd)
 

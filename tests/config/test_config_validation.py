@@ -20,8 +20,11 @@ from jobs.cli import JobError, run_job
     (["data=folder", "data.root=/data/mine", "model=tree_mnist"], "model.image_size"),  # 64x64x3 by data.image_size
     (["data.image_size=-1"], "data.image_size"),
     (["data.channels=2"], "data.channels"),
-    # ZeRO stage outside 0-3
+    # ZeRO stage outside 0-2 (3 would partition the weights the EMA and export read whole)
     (["trainer.zero_stage=4"], "trainer.zero_stage"),
+    (["cluster=slurm_4node_8gpu", "trainer.zero_stage=3"], "trainer.zero_stage"),
+    # a file rendezvous is gloo: refused on GPUs
+    (["cluster=slurm_4node_8gpu", "trainer.rendezvous=file"], "trainer.rendezvous"),
     (["cluster=slurm_4node_8gpu", "trainer.zero_stage=-1"], "trainer.zero_stage"),
     # DDIM steps above the training steps
     (["experiment=cifar10", "diffusion.T=50"], "sampler.steps"),

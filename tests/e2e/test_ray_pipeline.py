@@ -1,6 +1,6 @@
 """The real command on the Ray runtime: a local Ray cluster on 127.0.0.1, 2 Ray Train workers,
 DeepSpeed ZeRO-1. The driver is killed after the first growth phase and re-run: it resumes at
-the next phase, the growth phases run as Ray tasks, the diffusion stage trains, the evaluation
+the next phase, the whole growth runs on one worker group, the diffusion stage trains, the evaluation
 farm and the purity classifier run on the same cluster, and checkpoints, the evaluation report
 and TensorBoard events (scalars and images) are on disk and read back."""
 import json
@@ -56,19 +56,24 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     phases = sorted(p.name for p in (run_dir / "tree").iterdir() if p.name.startswith("phase-"))
     assert phases[0] == "phase-000-initial" and phases[1].startswith("phase-001-subtree")
     assert phases[-1].endswith("-finetune")
-    # every training phase ran in a Ray task of its own, as its own Ray Train run (named after
-    # its phase), with checkpoints holding both ranks' ZeRO-1 partitions
+    # the whole growth ran as one Ray Train run on one worker group: every trained phase of the
+    # re-run on the same two worker processes, its checkpoints tagged with their phase and holding
+    # both ranks' ZeRO-1 partitions
     trained = [p for p in phases if not p.split("-")[2] == "prune"]
     metas = {p: json.loads((run_dir / "tree" / p / "meta.json").read_text()) for p in trained}
-    tasks = [m["ray_task_id"] for m in metas.values()]
-    assert len(set(tasks)) == len(trained) and all(tasks)
-    runs = sorted(p.name for p in (run_dir / "ray").iterdir() if p.name.startswith("tree-"))
-    assert runs == sorted(m["ray_train_run"] for m in metas.values())
-    assert [r.split("-")[1] for r in runs] == [p.split("-")[1] for p in trained]
-    for r in runs:
-        ckpts = [p for p in (run_dir / "ray" / r).glob("checkpoint_*") if p.is_dir()]  # not Ray's snapshot file
-        assert ckpts and (ckpts[0] / "export.pt").is_file()
-        assert len(list((ckpts[0] / "ds").rglob("zero_pp_rank_*optim_states.pt"))) == 2
+    assert {m["ray_train_run"] for m in metas.values()} == {"tree"}
+    groups = [tuple(m["worker_group"]) for p, m in metas.items() if p != "phase-000-initial"]
+    assert len(set(groups)) == 1 and len(groups[0]) == 2 and len(set(groups[0])) == 2
+    assert tuple(metas["phase-000-initial"]["worker_group"]) != groups[0]  # the killed driver's group
+    assert all(m["step_seconds"] > 0 and m["trained_at"] > 0 for m in metas.values())
+    assert sorted(p.name for p in (run_dir / "ray").iterdir() if p.name.startswith("tree")) == ["tree"]
+    ckpts = [p for p in (run_dir / "ray" / "tree").glob("checkpoint_*") if p.is_dir()]  # not Ray's snapshot file
+    assert ckpts
+    for c in ckpts:
+        progress = json.loads((c / "progress.json").read_text())
+        assert progress["phase"] in {int(p.split("-")[1]) for p in trained} and progress["desc"]
+        assert (c / "export.pt").is_file()
+        assert len(list((c / "ds").rglob("zero_pp_rank_*optim_states.pt"))) == 2
     model = load_tree_model(final_checkpoint(run_dir))
     manifest_hash = json.loads((final_checkpoint(run_dir) / "meta.json").read_text())["data_manifest_sha256"]
     assert len(manifest_hash) == 64

@@ -143,8 +143,31 @@ def test_bf16_precision_runs_the_diffusion_stage(local_ray, digit_shards, tmp_pa
                                 trainer(tmp_path, num_workers=1, precision="bf16"), name="bf16", local=True)
     assert all(math.isfinite(v) for v in metrics["loss_history"]) and metrics["loss_history"][-1] < 1.0
     assert {v.device.type for v in export["model"].values()} == {"cpu"}
-    assert {v.dtype for v in export["model"].values() if v.is_floating_point()} == {torch.bfloat16}  # DeepSpeed's
+    # the hand-off is fp32, from DeepSpeed's fp32 master weights: not bf16 weights upcast
+    assert {v.dtype for v in export["model"].values() if v.is_floating_point()} == {torch.float32}
+    trained = [v for k, v in export["model"].items() if k.endswith("weight") and v.numel() > 100]
+    assert trained and any(not torch.equal(v, v.bfloat16().float()) for v in trained)
     assert {v.dtype for v in export["ema"]["shadow"].values()} == {torch.float32}  # the average stays fp32
+
+
+def test_a_binding_gradient_clip_gives_the_plain_loops_losses(local_ray, digit_shards, tmp_path):
+    # diffusion.grad_clip (not trainer.grad_clip, 0) clips on the Ray path as in one process
+    tree = tmp_path / "tree"
+    model = TreeVAE(TREE)
+    save_checkpoint(tree, model.state_dict(), model.tree, {"model": vars(TREE)}, {})
+
+    def stage(clip):
+        cfg = DiffusionConfig(T=100, model_channels=16, channel_mult=[1, 2], num_res_blocks=1,
+                              attention_resolutions=[4], num_heads=2, dropout=0.0, warmup_steps=0, lr=1e-2,
+                              grad_clip=clip)
+        return DiffusionStage(cfg, str(tree), epochs=1)
+    data = StageData(digit_shards, global_batch=64, seed=3)
+    clipped = plain_steps(stage(1e-3), data, steps=12)
+    unclipped = plain_steps(stage(0.0), data, steps=12)
+    assert abs(clipped[-1] - unclipped[-1]) > 1e-3  # the clip binds: it changes the trajectory
+    _, metrics = fit_stage(stage(1e-3), data, trainer(tmp_path, num_workers=1), name="clip", local=True,
+                           record_losses=True)
+    assert metrics["step_losses"][:12] == pytest.approx(clipped, rel=1e-4, abs=1e-5)
 
 
 def test_killed_worker_restarts_from_the_last_checkpoint(local_ray, digit_shards, tmp_path):

@@ -27,6 +27,7 @@ class Stage:
 
     name = "stage"
     epochs = 1
+    grad_clip: float | None = None  # max grad norm of this stage (0: none); None: the runtime's setting
 
     def setup(self, seed: int) -> None:
         torch.manual_seed(seed)
@@ -77,6 +78,8 @@ def run_plain(stage: Stage, batches: Callable[[int], Iterable[Batch]], steps_per
                 raise FloatingPointError(f"{stage.name}: loss is {loss.item()} at step {len(losses)}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if stage.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), stage.grad_clip)
             opt.step()
             sched.step()
             stage.after_step(model)

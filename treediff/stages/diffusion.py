@@ -31,6 +31,10 @@ class DiffusionStage(Stage):
     name: str = "diffusion"
     _state: dict = field(default_factory=dict, repr=False)
 
+    @property
+    def grad_clip(self) -> float:
+        return self.cfg.grad_clip  # diffusion.grad_clip, on every runtime
+
     def setup(self, seed: int) -> None:
         torch.manual_seed(seed)
         self.tree_model = frozen(load_tree_model(self.tree_checkpoint))

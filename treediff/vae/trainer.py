@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -123,7 +124,8 @@ class InProcessExecutor:
                                                    training samples (in leaf_probs' order) or None;
                                                    phase: the number of the checkpoint it leads to.
                                                    Returns what that checkpoint's meta records of
-                                                   the training (or None)
+                                                   the training (or None): step_seconds (time in
+                                                   the steps), trained_at (wall clock at the end)
       leaf_probs(model) -> (N, L) array            P(leaf | x) of every training sample
     """
 
@@ -132,10 +134,14 @@ class InProcessExecutor:
         self.generator = torch.Generator().manual_seed(optim.seed)
 
     def train(self, model: TreeVAE, *, subtree: int | None, epochs: int, desc: str,
-              subset: np.ndarray | None = None, phase: int = 0) -> None:
+              subset: np.ndarray | None = None, phase: int = 0) -> dict[str, Any] | None:
+        if epochs == 0:
+            return None
         x = self.x if subset is None else self.x[torch.as_tensor(np.flatnonzero(subset))]
+        t0 = time.perf_counter()
         train_epochs(model, x, subtree=subtree, epochs=epochs, optim=self.optim, generator=self.generator, desc=desc,
                      log=self.log)
+        return {"step_seconds": time.perf_counter() - t0, "trained_at": time.time(), "epochs": epochs}
 
     def leaf_probs(self, model: TreeVAE) -> np.ndarray:
         return predict_leaf_probs(model, self.x)
@@ -146,16 +152,25 @@ class GrowthRun:
 
     def __init__(self, model_cfg: TreeVAEConfig, growth: GrowthConfig, optim: OptimConfig,
                  x_train: torch.Tensor | None, run_dir: str | Path, config: dict[str, Any], log: Logger | None = None,
-                 executor: Any = None):
+                 executor: Any = None, writer: bool = True):
+        """writer=False: follow the same schedule (the same decisions, from the same executor
+        results) without writing checkpoints, the growth log or messages: a replica of a run that
+        another process records."""
         self.model_cfg, self.growth, self.optim = model_cfg, growth, optim
+        self.writer = writer
         self.dir = Path(run_dir) / "tree"
         self.config = config
-        self.log = log or _print_logger
+        self.log = (log or _print_logger) if writer else (lambda event, data: None)
         if executor is None:
             if x_train is None:
                 raise ValueError("GrowthRun: give the training images or an executor")
             executor = InProcessExecutor(x_train, optim, self.log)
         self.executor = executor
+        self.check(model_cfg, growth)
+
+    @staticmethod
+    def check(model_cfg: TreeVAEConfig, growth: GrowthConfig) -> None:
+        """The settings' agreement (a ValueError naming the keys), before anything starts."""
         if growth.max_depth > model_cfg.max_depth:
             raise ValueError(f"growth.max_depth={growth.max_depth} exceeds model.max_depth={model_cfg.max_depth}")
 
@@ -171,6 +186,8 @@ class GrowthRun:
         state.kind = kind
         name = f"phase-{state.phase:03d}-{kind}" + (f"-{leaf}" if leaf is not None else "")
         meta = {"state": asdict(state), **getattr(self.executor, "checkpoint_meta", {}), **(extra or {})}
+        if not self.writer:
+            return self.dir / name
         path = save_checkpoint(self.dir / name, model.state_dict(), model.tree, self.config, meta)
         self.log("phase", {"name": name, "path": str(path), "tree": model.tree.bfs(), "leaves": model.tree.leaves})
         return path
@@ -191,11 +208,14 @@ class GrowthRun:
         model.load_state_dict(ckpt.state_dict, strict=True)
         state = GrowthState(**ckpt.meta["state"])
         self.log("resume", {"path": str(phases[-1]), "phase": state.phase, "kind": state.kind})
-        print(f"[grow] resuming after {phases[-1].name}", flush=True)
+        if self.writer:
+            print(f"[grow] resuming after {phases[-1].name}", flush=True)
         return model, state
 
     def _decision(self, kind: str, message: str, **data: Any) -> None:
         record = {"kind": kind, "message": message, **data}
+        if not self.writer:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / "growth_log.jsonl", "a") as f:
             f.write(json.dumps(record, default=str) + "\n")

@@ -94,10 +94,15 @@ def plain_rate(stage: Stage, shards: str, batch: int, threads: int) -> float:
     steps_per_epoch = max(1, shard_set.count("train") // batch)
     rates: list[float] = []
 
+    from cluster.config import TrainerConfig
+    from cluster.loop import split_cache
+
+    cache = split_cache(shard_set, "train", TrainerConfig())  # the data path the loop takes by default
+
     def batches(epoch: int):
-        loader = make_loader(shard_set, "train", StreamConfig(batch_size=batch, mode="resampled",
-                                                              batches_per_epoch=steps_per_epoch, seed=0, epoch=epoch,
-                                                              verify=epoch == 0))
+        cfg = StreamConfig(batch_size=batch, mode="resampled", batches_per_epoch=steps_per_epoch, seed=0, epoch=epoch,
+                           verify=epoch == 0)
+        loader = cache.batches(cfg) if cache is not None else make_loader(shard_set, "train", cfg)
         t0, n = time.perf_counter(), 0
         for b in loader:
             yield b  # the step runs before the generator resumes: it is inside the timed span
@@ -113,7 +118,7 @@ def ray_rate(stage: Stage, shards: str, batch: int, trainer) -> float:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     with tempfile.TemporaryDirectory(prefix="tdb-") as tmp:
-        trainer = replace(trainer, storage_path=f"{tmp}/ray", checkpoint_every=10 ** 6)
+        trainer = replace(trainer, storage_path=f"{tmp}/ray", checkpoint_every=0, checkpoint_minutes=0)
         fit_stage(stage, StageData(shards, global_batch=batch), trainer, name=f"bench-{stage.name}", local=True,
                   tb_dir=f"{tmp}/tb")
         events = EventAccumulator(f"{tmp}/tb", size_guidance={"scalars": 0})

@@ -70,6 +70,9 @@ def main(overrides: list[str]) -> None:
     print(f"{'time in steps (s)':26s}{sum(m['step_seconds'] for m in ray):16.1f}{sum(m['step_seconds'] for m in one):14.1f}")
     print(f"{'median phase overhead (s)':26s}{median(ray_over):16.2f}{median(one_over):14.2f}")
     print(f"{'max phase overhead (s)':26s}{max(ray_over):16.2f}{max(one_over):14.2f}")
+    for part in ("setup", "count", "save"):
+        values = [m.get(f"{part}_seconds", 0.0) for m in ray]
+        print(f"{'median ' + part + ' (s)':26s}{median(values):16.2f}{'':>14s}")
     print(f"{'test NMI':26s}{ray_metrics['nmi']:16.3f}{one_metrics['nmi']:14.3f}")
     print(f"Ray / one process wall time: {ray_wall / one_wall:.2f}x (target <= 1.25x; before one worker group: 2.9x)")
     print(f"median per-phase overhead on Ray: {median(ray_over):.2f} s (target <= 3 s; before: ~57 s)")

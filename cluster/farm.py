@@ -20,7 +20,10 @@ from .loop import StageFailed
 def _remote(num_cpus: int, num_gpus: int):
     import ray
 
-    @ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=1)
+    # max_calls=0 (no limit): Ray's default for GPU tasks is 1, a fresh process per chunk, which
+    # would load torch, CUDA and every model again for each chunk; the process's model cache
+    # (treediff.eval.chunks) serves every later chunk instead
+    @ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=1, max_calls=0)
     def chunk_task(chunk: Chunk) -> ChunkResult:
         import torch
         torch.set_num_threads(max(1, num_cpus))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,7 +38,7 @@ from treediff.vae.model import TreeVAE
 from treediff.vae.trainer import GrowthRun, final_checkpoint, load_tree_model
 
 from .config import TrainerConfig
-from .loop import StageData, Worker, fit_loop, read_progress, run_stage
+from .loop import StageData, Worker, fit_loop, read_progress, run_stage, split_cache
 
 RUN_NAME = "tree"  # the Ray Train run of the whole growth, under trainer.storage_path
 COUNT_BATCH = 512
@@ -52,7 +53,9 @@ class WorkerGroupExecutor:
 
         self.worker, self.model_cfg, self.optim, self.shards, self.tb = worker, model_cfg, optim, shards, tb
         self.keys: list[str] | None = None  # the training samples, in leaf_probs' row order
-        self.verified = False
+        self.cache = split_cache(shards, "train", worker.trainer)  # decoded once per growth (if it fits)
+        self.verified = self.cache is not None  # reading the cache checked the shards' sha256
+        self.count_seconds = 0.0
         self.resume = resume  # a checkpoint Ray Train handed back (worker restart, driver re-run)
         self.resume_tag = read_progress(resume) if resume is not None else None
         pids: list[Any] = [None] * worker.world
@@ -79,16 +82,18 @@ class WorkerGroupExecutor:
         stage = TreePhaseStage(self.model_cfg, model.tree.to_json(), {k: v.cpu() for k, v in model.state_dict().items()},
                                subtree, self.optim, epochs=epochs, name=f"tree/{desc}")
         data = StageData(self.shards.root, global_batch=self._batch(keys), keys=keys, seed=self.optim.seed + phase)
-        steps: list[float] = []
+        timing: dict[str, Any] = {}
         export, metrics = run_stage(stage, data, self.worker, self.shards, resume=resume, tb=self.tb, tag=tag,
-                                    verify=not self.verified, steps=steps)
+                                    verify=not self.verified, timing=timing, cache=self.cache, final_report=False)
         self.verified = True  # the shards' sha256 once per worker process
         state = [export["model"]]
         dist.broadcast_object_list(state, src=0)  # rank 0's weights and BatchNorm statistics, everywhere
         model.load_state_dict(state[0], strict=True)
         model.set_trainable(None)
         model.eval()
-        return {"step_seconds": sum(steps), "trained_at": time.time(), "epochs": epochs,
+        return {"step_seconds": sum(timing["epochs"]), "setup_seconds": timing["setup"],
+                "save_seconds": timing["saves"], "count_seconds": self.count_seconds,
+                "trained_at": time.time(), "epochs": epochs,
                 "resumed_from_epoch": (self.resume_tag or {}).get("epoch") if resume is not None else None,
                 "loss": metrics.get("loss")}
 
@@ -104,12 +109,18 @@ class WorkerGroupExecutor:
         the rows are gathered on every rank and put in key order (the same on every rank)."""
         import torch.distributed as dist
 
+        t0 = time.perf_counter()
         w = self.worker
         device = torch.device("cuda", torch.cuda.current_device()) if w.on_gpu else torch.device("cpu")
         counter = copy.deepcopy(model).to(device).eval()
         keys, probs = [], []
-        loader = make_loader(self.shards, "train", StreamConfig(
-            batch_size=COUNT_BATCH, rank=w.rank, world_size=w.world, shuffle_buffer=0, verify=False))
+        if self.cache is not None:  # this rank's rows of the split in memory
+            rows = np.arange(w.rank, len(self.cache), w.world)
+            loader = ((self.cache.images[torch.from_numpy(rows[i:i + COUNT_BATCH])].float().div(127.5).sub(1.0), None,
+                       [self.cache.keys[j] for j in rows[i:i + COUNT_BATCH]]) for i in range(0, len(rows), COUNT_BATCH))
+        else:
+            loader = make_loader(self.shards, "train", StreamConfig(
+                batch_size=COUNT_BATCH, rank=w.rank, world_size=w.world, shuffle_buffer=0, verify=False))
         for x, _, k in loader:
             probs.append(counter.leaf_probs(x.to(device)).float().cpu().numpy())
             keys += list(k)
@@ -120,6 +131,7 @@ class WorkerGroupExecutor:
         all_probs = np.concatenate([p for _, p in parts])
         order = np.argsort(all_keys, kind="stable")  # a fixed order, whatever the number of ranks
         self.keys = [all_keys[i] for i in order]
+        self.count_seconds = time.perf_counter() - t0  # recorded with the next phase
         return all_probs[order]
 
 
@@ -152,7 +164,14 @@ def grow_on_ray(model_cfg: TreeVAEConfig, growth: GrowthConfig, optim: OptimConf
 
     `make_log`: a picklable factory of the growth logger rank 0 uses (console, TensorBoard).
     """
+    from .scaling import plan
+
     GrowthRun.check(model_cfg, growth)
+    sized = plan(trainer, optim.batch_size, "tree growth", "optim.batch_size")
+    if sized.note:
+        print(f"[grow] {sized.note}", flush=True)
+    optim = replace(optim, batch_size=sized.global_batch, lr=optim.lr * sized.lr_scale)
+    trainer = sized.trainer(trainer)
     run_dir = Path(run_dir).resolve()
     config_ = {"model_cfg": model_cfg, "growth": growth, "optim": optim, "trainer": trainer,
                "shards": str(Path(shards).resolve()), "run_dir": str(run_dir), "config": config,

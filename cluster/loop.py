@@ -18,10 +18,11 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
+from treediff.data.cache import SplitCache, split_nbytes
 from treediff.data.shards import ShardError, ShardSet
 from treediff.data.stream import StreamConfig, make_loader
 from treediff.stages.base import Stage
@@ -88,6 +89,16 @@ def stop_file(storage_path: str | Path, name: str) -> Path:
     return Path(storage_path).resolve() / f".{name}.stopped"
 
 
+def paused_file(stop: Path) -> Path:
+    """Beside the stop file: the run saved a checkpoint and ended on a stop request."""
+    return stop.with_name(stop.name.replace(".stopped", ".paused"))
+
+
+def ray_rank() -> int:
+    import ray.train
+    return ray.train.get_context().get_world_rank()
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Every worker's entry point: runs `config["loop"]` (one stage, or the whole tree growth),
     unless an earlier worker of this run already stopped it for good (the stop file)."""
@@ -96,6 +107,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         raise StageFailed(stop.read_text())
     try:
         config["loop"](config)
+    except StopRequested as e:  # saved: end the run normally; the driver tells the user
+        if ray_rank() == 0:
+            paused_file(stop).write_text(str(e))
     except FINAL_ERRORS as e:
         tmp = stop.with_name(f"{stop.name}.{os.getpid()}")
         tmp.write_text(str(e))
@@ -133,9 +147,10 @@ def _train(config: dict[str, Any]) -> None:
     resumed = ray.train.get_checkpoint()
     if tb is not None and resumed is None and config.get("config_text"):
         tb.text("config", config["config_text"])
+    shards = ShardSet.open(data.shards)
     try:
-        run_stage(config["stage"], data, worker, ShardSet.open(data.shards), resume=resumed, tb=tb,
-                  record_losses=config.get("record_losses", False))
+        run_stage(config["stage"], data, worker, shards, resume=resumed, tb=tb,
+                  record_losses=config.get("record_losses", False), cache=split_cache(shards, data.split, worker.trainer))
     finally:
         if tb is not None:
             tb.close()
@@ -172,29 +187,94 @@ def fp32_state(engine, frozen: dict[str, torch.Tensor] | None = None) -> dict[st
             for k, v in engine.module.state_dict().items()}
 
 
+class JobStopped(RuntimeError):
+    """The driver's side of StopRequested: the run saved a checkpoint and ended on request."""
+
+
+class StopRequested(Exception):
+    """A stop was requested (trainer.stop_request exists): the stage saved a checkpoint and stops;
+    re-running the same command resumes from it."""
+
+
+class Control:
+    """The host's look at the run every trainer.sync_every optimiser steps (and at epoch ends):
+    the NaN check of the losses accumulated on the device since the last look, the checkpoint
+    timer (trainer.checkpoint_minutes, rank 0's clock) and the stop request (the file
+    trainer.stop_request: `treediff stop`, the SLURM end-of-time warning). Every rank gets rank
+    0's verdict through one small all_reduce, so all save and stop at the same step."""
+
+    NONE, SAVE, STOP = 0, 1, 2
+
+    def __init__(self, t: TrainerConfig, rank: int, world: int, device: torch.device):
+        self.t, self.rank, self.world, self.device = t, rank, world, device
+        self.last_save = time.monotonic()
+        self.stop_path = Path(t.stop_request) if t.stop_request else None
+
+    def verdict(self) -> int:
+        v = self.NONE
+        if self.rank == 0:
+            if self.stop_path is not None and self.stop_path.exists():
+                v = self.STOP
+            elif self.t.checkpoint_minutes and time.monotonic() - self.last_save >= 60 * self.t.checkpoint_minutes:
+                v = self.SAVE
+        if self.world > 1:
+            flag = torch.tensor([v], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            v = int(flag.item())
+        return v
+
+    def saved(self) -> None:
+        self.last_save = time.monotonic()
+
+
+def split_cache(shards: ShardSet, split: str, t: TrainerConfig) -> SplitCache | None:
+    """The split decoded into this worker's memory, when it fits in trainer.cache_mb (else None: stream)."""
+    if t.cache_mb and split_nbytes(shards, split) <= t.cache_mb * 2 ** 20:
+        return SplitCache.read(shards, split)
+    return None
+
+
 def run_stage(stage: Stage, data: StageData, worker: Worker, shards: ShardSet, *, resume=None, tb=None,
               record_losses: bool = False, tag: dict[str, Any] | None = None, verify: bool = True,
-              steps: list[float] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+              timing: dict[str, Any] | None = None, cache: SplitCache | None = None,
+              report: Callable[[dict[str, Any], str], None] | None = None,
+              final_report: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train `stage` on this worker group (every rank calls it): build the model, wrap it in a
-    DeepSpeed engine, stream this rank's share of the shards and train, reporting a checkpoint
-    every `checkpoint_every` epochs and after the last. `resume`: a reported checkpoint of this
-    same stage to continue from. `tag` goes into every checkpoint's progress (which stage it is).
-    Returns (the stage's export of the trained model, in fp32 on the CPU; the last epoch's metrics).
-    `steps`, when given, collects the seconds spent in each epoch's steps."""
-    import ray.train
+    DeepSpeed engine, stream this rank's share of the shards and train.
 
+    Checkpoints are reported to Ray Train every `trainer.checkpoint_every` epochs and after the
+    last, every `stage.checkpoint_steps` optimiser steps, on the `trainer.checkpoint_minutes`
+    timer and on a stop request (then StopRequested is raised once it is saved). `resume`: a
+    reported checkpoint of this same stage to continue from (mid-epoch ones continue at the step
+    after). `tag` goes into every checkpoint's progress (which stage it is). Returns (the stage's
+    export of the trained model, in fp32 on the CPU; the last epoch's metrics). `steps`, when
+    given, collects where the time went: `setup` (seconds to the first step: model, engine,
+    resume), `epochs` (seconds in each epoch's steps), `saves` (seconds checkpointing). `cache`: the split in memory (epochs
+    drawn from it by the same rule as the stream's), else the shards are streamed. `report(metrics,
+    checkpoint_dir)` hands a checkpoint over (default: to Ray Train; bench/gpu runs without Ray).
+    `final_report=False`: no checkpoint after the last epoch (a growth phase: its own phase
+    checkpoint is the resume point, and the export is returned).
+
+    Losses and logged terms are summed on the device; the host reads them every
+    `trainer.sync_every` steps (the NaN check) and at each epoch's end.
+    """
     rank, world, t = worker.rank, worker.world, worker.trainer
+    began = time.perf_counter()
+    timing = timing if timing is not None else {}
+    timing.update(setup=0.0, epochs=[], saves=0.0)
     if data.global_batch % (world * t.grad_accum):
         raise StageFailed(f"{stage.name}: the batch size {data.global_batch} is not divisible by "
                           f"trainer.num_workers x trainer.grad_accum = {world} x {t.grad_accum}")
     micro = data.global_batch // (world * t.grad_accum)
-    n = len(data.keys) if data.keys is not None else shards.count(data.split)
+    n = len(data.keys) if data.keys is not None else len(cache) if cache is not None else shards.count(data.split)
     steps_per_epoch = max(1, n // data.global_batch)  # optimiser steps
 
     stage.setup(data.seed + rank)
     model = stage.build()
     params = stage.trainable(model)
     opt = stage.optimizer(params)
+    for group in opt.param_groups:  # before the schedule reads them
+        group["lr"] *= stage.lr_scale
     sched = torch.optim.lr_scheduler.LambdaLR(opt, stage.lr_lambda(steps_per_epoch))
     ds_config = deepspeed_config(t, micro, worker.on_gpu, world, grad_clip=stage.grad_clip)
     frozen = ({k: p.detach().clone() for k, p in model.named_parameters() if not p.requires_grad}
@@ -203,74 +283,141 @@ def run_stage(stage: Stage, data: StageData, worker: Worker, shards: ShardSet, *
                                               lr_scheduler=sched, config=ds_config)
     if world == 1:
         engine.enable_backward_allreduce = False  # averaging over one rank is the identity (and a copy)
+    if t.compile:
+        engine.compile()  # torch.compile of the module, through DeepSpeed
     device = torch.device(engine.device)
     # bf16: DeepSpeed casts the module's weights, not its inputs; autocast runs each op in the
     # dtype it needs (the stage's fp32 batches, noise and frozen tree included)
     bf16 = ds_config["bf16"]["enabled"]
-    start_epoch, history = 0, []
+    start_epoch, skip, history = 0, 0, []
     if resume is not None:
         with resume.as_directory() as d:
             engine.load_checkpoint(d, tag=DS_TAG)
             stage.load_export(engine.module, torch.load(Path(d) / EXPORT, map_location="cpu", weights_only=False))
             progress = json.loads((Path(d) / PROGRESS).read_text())
-            start_epoch, history = progress["epoch"] + 1, list(progress.get("loss_history", []))
+            history = list(progress.get("loss_history", []))
+            if progress.get("micro_step"):  # saved mid-epoch: that epoch, after the steps it had done
+                start_epoch, skip = progress["epoch"], progress["micro_step"]
+            else:
+                start_epoch = progress["epoch"] + 1
             torch.distributed.barrier()  # nobody leaves (and deletes) the directory while others read
+    control = Control(t, rank, world, device)
+    timing["setup"] = time.perf_counter() - began
+
+    def save(metrics: dict[str, Any], epoch: int, micro_step: int = 0) -> None:
+        """Report a checkpoint (every rank: ZeRO partitions, fp32 gather, the report are collectives)."""
+        t0 = time.perf_counter()
+
+        # report() copies the directory into storage_path before it returns
+        with tempfile.TemporaryDirectory(prefix=f"{stage.name.replace('/', '-')}-ckpt-") as d:
+            engine.save_checkpoint(d, tag=DS_TAG)
+            export = _export(stage, engine, frozen)
+            if rank == 0:
+                torch.save(export, Path(d) / EXPORT)
+                (Path(d) / PROGRESS).write_text(json.dumps({**(tag or {}), "epoch": epoch, "micro_step": micro_step,
+                                                            "steps_per_epoch": steps_per_epoch,
+                                                            "loss_history": history}))
+            (report or _ray_report)(metrics | {"loss_history": list(history)}, d)
+        control.saved()
+        timing["saves"] += time.perf_counter() - t0
 
     metrics: dict[str, Any] = {"epoch": start_epoch - 1, "loss_history": list(history)}
     for epoch in range(start_epoch, stage.epochs):
         engine.train()
         epoch_logs = stage.begin_epoch(engine.module, epoch)
-        loader = make_loader(shards, data.split, StreamConfig(
+        stream = StreamConfig(
             batch_size=micro, rank=rank, world_size=world, num_workers=t.loader_workers, mode="resampled",
             batches_per_epoch=steps_per_epoch * t.grad_accum, shuffle_buffer=t.shuffle_buffer, seed=data.seed,
-            epoch=epoch, keys=data.keys, verify=verify and epoch == start_epoch))  # sha256 once per (re)start
-        sums: dict[str, float] = {}
-        step_losses: list[float] = []
+            epoch=epoch, keys=data.keys, verify=verify and epoch == start_epoch)  # sha256 once per (re)start
+        loader = cache.batches(stream) if cache is not None else make_loader(shards, data.split, stream)
+        sums = _DeviceSums(device)
+        step_losses: list[torch.Tensor] = []
         micro_steps, t0 = 0, time.perf_counter()
         for batch in loader:
-            batch = tuple(b.to(device) if torch.is_tensor(b) else b for b in batch)  # images and labels
+            if micro_steps < skip:  # resumed mid-epoch: the same stream, its first steps already trained
+                micro_steps += 1
+                continue
+            batch = tuple(b.to(device, non_blocking=True) if torch.is_tensor(b) else b for b in batch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss, logs = stage.loss(engine, batch)
-            if not torch.isfinite(loss):
-                raise StageFailed(f"{stage.name}: loss is {loss.item()} at epoch {epoch}, micro step {micro_steps} "
-                                  f"on rank {rank}; the last good checkpoint is kept")
             engine.backward(loss)
             boundary = engine.is_gradient_accumulation_boundary()  # read before step() advances it
             engine.step()
-            if boundary:
-                stage.after_step(engine.module)
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-            step_losses.append(loss.item())
+            sums.add(loss, logs)
+            if record_losses:
+                step_losses.append(loss.detach())
             micro_steps += 1
+            if not boundary:
+                continue
+            stage.after_step(engine.module)
+            step = epoch * steps_per_epoch + micro_steps // t.grad_accum  # optimiser steps so far
+            due = bool(stage.checkpoint_steps) and step % stage.checkpoint_steps == 0
+            if micro_steps == steps_per_epoch * t.grad_accum or not (due or step % t.sync_every == 0):
+                continue  # (an epoch's end is looked at below)
+            sums.check(stage.name, epoch, micro_steps, rank)
+            verdict = control.verdict()
+            if verdict or due:  # a checkpoint mid-epoch
+                save(sums.means() | epoch_logs | {"epoch": epoch}, epoch, micro_steps)
+                if verdict == Control.STOP:
+                    raise StopRequested(f"{stage.name}: stopped on request at epoch {epoch}, step {step}")
+        skip = 0
+        sums.check(stage.name, epoch, micro_steps, rank)
         seconds = time.perf_counter() - t0
-        if steps is not None:
-            steps.append(seconds)
-        metrics = {k: v / max(micro_steps, 1) for k, v in sums.items()} | epoch_logs
+        timing["epochs"].append(seconds)
+        metrics = sums.means() | epoch_logs
         metrics |= {"epoch": epoch, "lr": sched.get_last_lr()[0],
-                    "images_per_s": micro_steps * micro * world / max(seconds, 1e-9)}
+                    "images_per_s": sums.count * micro * world / max(seconds, 1e-9)}
         history.append(metrics.get("loss", float("nan")))
         if record_losses:
-            metrics["step_losses"] = step_losses
+            metrics["step_losses"] = torch.stack(step_losses).tolist() if step_losses else []
         if tb is not None:
             tb.scalars(metrics, step=(epoch + 1) * steps_per_epoch, prefix=f"{stage.name}/")
             tb.flush()
         # Ray Train hears from the workers only with a checkpoint (every rank reports equally
         # often): reporting costs a round trip to the controller, TensorBoard has every epoch.
-        if epoch == stage.epochs - 1 or (epoch + 1) % t.checkpoint_every == 0:
-            # report() copies the directory into storage_path before it returns
-            with tempfile.TemporaryDirectory(prefix=f"{stage.name.replace('/', '-')}-ckpt-") as d:
-                engine.save_checkpoint(d, tag=DS_TAG)  # a collective: every rank writes its ZeRO partition
-                export = _export(stage, engine, frozen)  # a collective too (ZeRO's fp32 partitions are gathered)
-                if rank == 0:
-                    torch.save(export, Path(d) / EXPORT)
-                    (Path(d) / PROGRESS).write_text(json.dumps({**(tag or {}), "epoch": epoch,
-                                                                "steps_per_epoch": steps_per_epoch,
-                                                                "loss_history": history}))
-                ray.train.report(metrics | {"loss_history": list(history)},
-                                 checkpoint=ray.train.Checkpoint.from_directory(d))
+        verdict = control.verdict()
+        if ((epoch == stage.epochs - 1 and final_report) or verdict
+                or (t.checkpoint_every and (epoch + 1) % t.checkpoint_every == 0)):
+            save(metrics, epoch)
+        if verdict == Control.STOP and epoch < stage.epochs - 1:
+            raise StopRequested(f"{stage.name}: stopped on request after epoch {epoch}")
     metrics["loss_history"] = list(history)
     return _export(stage, engine, frozen), metrics
+
+
+def _ray_report(metrics: dict[str, Any], checkpoint_dir: str) -> None:
+    import ray.train
+    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir))
+
+
+class _DeviceSums:
+    """Per-epoch sums of the loss and the logged terms, kept on the device (no host sync per
+    step); `check` reads them to stop at a non-finite loss, `means` at the epoch's end."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.count, self.checked = device, 0, 0
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.bad = torch.zeros((), device=device)  # non-finite losses so far
+        self.first_bad = torch.zeros((), device=device)  # the first of them (its value)
+
+    def add(self, loss: torch.Tensor, logs: dict[str, Any]) -> None:
+        loss = loss.detach().float()
+        finite = torch.isfinite(loss)
+        self.first_bad = torch.where((self.bad == 0) & ~finite, loss, self.first_bad)
+        self.bad = self.bad + (~finite).float()
+        for k, v in logs.items():
+            v = v.detach().float() if torch.is_tensor(v) else float(v)
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def check(self, name: str, epoch: int, micro_step: int, rank: int) -> None:
+        if self.count > self.checked and float(self.bad) > 0:
+            raise StageFailed(f"{name}: loss is {float(self.first_bad)} at epoch {epoch}, between micro steps "
+                              f"{self.checked} and {micro_step - 1} on rank {rank}; the last good checkpoint is kept")
+        self.checked = micro_step
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
 
 
 def _export(stage: Stage, engine, frozen: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -292,19 +439,30 @@ class _Exported:
 
 
 def fit_stage(stage: Stage, data: StageData, trainer: TrainerConfig, *, name: str, local: bool,
-              tb_dir: str | None = None, config_text: str | None = None, record_losses: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+              tb_dir: str | None = None, config_text: str | None = None, record_losses: bool = False,
+              batch_key: str = "the batch size") -> tuple[dict[str, Any], dict[str, Any]]:
     """Run `stage` on Ray Train workers; returns (its export from the final checkpoint, last metrics).
+
+    The workers and the global batch follow trainer.batch_scaling (cluster/scaling.py; `batch_key`
+    names the setting of `data.global_batch` in what it prints).
 
     Raises StageFailed with the worker's message when the stage fails.
     """
+    from .scaling import plan
+
+    sized = plan(trainer, data.global_batch, stage.name, batch_key)
+    if sized.note:
+        print(f"[{stage.name}] {sized.note}", flush=True)
+    stage.lr_scale = sized.lr_scale
     # the workers' working directory is not the driver's: hand them absolute paths
-    data = replace(data, shards=str(Path(data.shards).resolve()))
+    data = replace(data, shards=str(Path(data.shards).resolve()), global_batch=sized.global_batch)
     tb_dir = str(Path(tb_dir).resolve()) if tb_dir else None
     result = fit_loop(_train, {"stage": stage, "data": data, "tb_dir": tb_dir, "config_text": config_text,
-                               "record_losses": record_losses}, trainer, name=name, local=local, what=stage.name)
+                               "record_losses": record_losses}, sized.trainer(trainer), name=name, local=local,
+                      what=stage.name)
     with result.checkpoint.as_directory() as d:
         export = torch.load(Path(d) / EXPORT, map_location="cpu", weights_only=False)
-    return export, dict(result.metrics or {})
+    return export, dict(result.metrics or {}) | {"workers": sized.workers, "global_batch": sized.global_batch}
 
 
 def fit_loop(loop, loop_config: dict[str, Any], trainer: TrainerConfig, *, name: str, local: bool, what: str):
@@ -320,6 +478,8 @@ def fit_loop(loop, loop_config: dict[str, Any], trainer: TrainerConfig, *, name:
 
     storage = Path(trainer.storage_path).resolve()
     storage.mkdir(parents=True, exist_ok=True)
+    if trainer.stop_request:  # the workers' working directory is not the driver's
+        trainer = replace(trainer, stop_request=str(Path(trainer.stop_request).resolve()))
     scaling = ScalingConfig(num_workers=trainer.num_workers, use_gpu=trainer.use_gpu,
                             resources_per_worker={"CPU": trainer.cpus_per_worker,
                                                   **({"GPU": 1} if trainer.use_gpu else {})})
@@ -328,6 +488,7 @@ def fit_loop(loop, loop_config: dict[str, Any], trainer: TrainerConfig, *, name:
     tc = torch_config(trainer.rendezvous, local, str(storage / "rendezvous"), trainer.timeout_s, trainer.use_gpu)
     stop = stop_file(storage, name)
     stop.unlink(missing_ok=True)  # a new run: the user may have fixed what stopped the last one
+    paused_file(stop).unlink(missing_ok=True)
     config = loop_config | {"loop": loop, "trainer": trainer, "stop_file": str(stop)}
     try:
         result = TorchTrainer(train_loop_per_worker, train_loop_config=config, scaling_config=scaling,
@@ -336,6 +497,9 @@ def fit_loop(loop, loop_config: dict[str, Any], trainer: TrainerConfig, *, name:
         raise StageFailed(f"{what}: {_root_message(e)} (Ray Train run {storage / name})") from e
     if result.error is not None:
         raise StageFailed(f"{what}: {_root_message(result.error)} (Ray Train run {storage / name})")
+    if paused_file(stop).exists():
+        raise JobStopped(f"{paused_file(stop).read_text()}; checkpoint {result.checkpoint.path}; re-run the same "
+                         f"command to resume")
     return result
 
 
@@ -355,21 +519,22 @@ def _root_message(e: BaseException) -> str:
 
 
 def plain_steps(stage: Stage, data: StageData, steps: int, seed: int | None = None,
-                shuffle_buffer: int = TrainerConfig.shuffle_buffer) -> list[float]:
-    """The same stage and stream in one process without Ray or DeepSpeed (a check of the loop)."""
+                trainer: TrainerConfig = TrainerConfig()) -> list[float]:
+    """The same stage and batches in one process without Ray or DeepSpeed (a check of the loop):
+    the split from memory when trainer.cache_mb holds it (as the loop does), else streamed."""
     from treediff.stages.base import run_plain
 
     shards = ShardSet.open(data.shards)
+    cache = split_cache(shards, data.split, trainer)
     n = len(data.keys) if data.keys is not None else shards.count(data.split)
     steps_per_epoch = max(1, n // data.global_batch)
 
     def batches(epoch: int):
-        return make_loader(shards, data.split, StreamConfig(
-            batch_size=data.global_batch, mode="resampled", batches_per_epoch=steps_per_epoch,
-            shuffle_buffer=shuffle_buffer,
-            seed=data.seed, epoch=epoch, keys=data.keys))
+        cfg = StreamConfig(batch_size=data.global_batch, mode="resampled", batches_per_epoch=steps_per_epoch,
+                           shuffle_buffer=trainer.shuffle_buffer, seed=data.seed, epoch=epoch, keys=data.keys)
+        return cache.batches(cfg) if cache is not None else make_loader(shards, data.split, cfg)
     _, losses = run_plain(stage, batches, steps_per_epoch, seed=data.seed if seed is None else seed, max_steps=steps)
     return losses
 
 
-__all__ = ["StageData", "StageFailed", "Worker", "fit_loop", "fit_stage", "run_stage", "read_progress", "train_loop_per_worker", "deepspeed_config", "plain_steps", "stop_file"]
+__all__ = ["Control", "JobStopped", "StageData", "StageFailed", "StopRequested", "Worker", "fit_loop", "fit_stage", "run_stage", "read_progress", "train_loop_per_worker", "deepspeed_config", "plain_steps", "stop_file"]

@@ -34,7 +34,8 @@ def render(cfg: SlurmConfig, job: str, overrides: list[str], workdir: str | Path
     return Template(TEMPLATE.read_text()).substitute(
         job=job, nodes=cfg.nodes, cpus_per_node=cfg.cpus_per_node, time=cfg.time, log_dir=cfg.log_dir,
         sbatch_extra="\n".join(f"#SBATCH {e}" for e in extra), workdir=shlex.quote(str(workdir)), setup=setup,
-        tmp_dir=cfg.tmp_dir, port_base=cfg.port_base, port_blocks=cfg.port_blocks,
+        tmp_dir=cfg.tmp_dir, port_base=cfg.port_base, port_blocks=cfg.port_blocks, port_block=cfg.port_block,
+        interface=shlex.quote(cfg.interface),
         requeue_cmd='scontrol requeue "$SLURM_JOB_ID"' if cfg.requeue else "echo 'treediff: requeue is off'",
         ray_gpus=f"--num-gpus={cfg.gpus_per_node} " if cfg.gpus_per_node else "",
         srun_gpus=f" --gpus-per-node={cfg.gpus_per_node}" if cfg.gpus_per_node else "",

@@ -19,7 +19,9 @@ JOBS = {
     "evaluate": "FID (generation, per leaf, reconstruction), leaf purity and clustering metrics of a run",
     "sweep": "generation FID and purity over checkpoints x DDIM steps x eta x guidance x seeds (resumable)",
     "check": "validate the config, build its models (no data, no Ray), print parameter counts and the growth plan",
+    "stop": "ask the running job of this run (same overrides) to checkpoint and stop; re-run it to resume",
 }
+STOPPED = 3  # the exit status of a job that saved a checkpoint and stopped on request (resumable)
 
 
 from .errors import JobError  # noqa: E402  (re-exported: tests and callers import it from here)
@@ -65,6 +67,18 @@ def run_job(job: str, overrides: list[str]) -> Any:
     if job == "check":  # before the Ray environment: check starts nothing
         from . import check
         return check.run(objects, plain)
+    stop = Path(objects.trainer.stop_request) if objects.trainer.stop_request else None
+    if job == "stop":
+        if stop is None:
+            raise JobError("trainer.stop_request is empty: this run has no stop file to write")
+        stop.parent.mkdir(parents=True, exist_ok=True)
+        stop.touch()
+        print(f"[stop] asked the run to checkpoint and stop: {stop} (the job exits with status {STOPPED} once "
+              f"saved; re-run it to resume)", flush=True)
+        return str(stop)
+    if stop is not None and stop.exists():  # a request the last run of this run_dir already answered
+        stop.unlink()
+        print(f"[{job}] removed the earlier stop request {stop}", flush=True)
     if objects.cluster.runtime == "ray":
         from cluster.session import prepare_environment
         prepare_environment(objects.cluster)  # before anything imports ray
@@ -102,7 +116,7 @@ def run_job(job: str, overrides: list[str]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cluster.loop import StageFailed
+    from cluster.loop import JobStopped, StageFailed
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -128,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except (JobError, ValueError, FileNotFoundError, FileExistsError, StageFailed) as e:
         print(f"treediff {job}: error: {e}", file=sys.stderr)
         return 2
+    except JobStopped as e:
+        print(f"treediff {job}: stopped: {e}", file=sys.stderr)
+        return STOPPED
     except KeyboardInterrupt as e:
         print(f"treediff {job}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)
         return 130

@@ -59,21 +59,23 @@ def _run(cfg: JobConfig, plain: dict, run_dir: Path, tree_dir: Path, device: str
     print(f"[diffuse] tree {tree_dir}; {n_train} training images; modes {modes}; {where}", flush=True)
     tb = TBLogger(run_dir / "tb" / "driver")
     results: dict[str, dict[str, Any]] = {}
+    jobs = []
     for mode in modes:
         dcfg = replace(cfg.diffusion, conditioning=mode)
-        name = dcfg.mode_name
-        out = run_dir / "diffusion" / name
+        out = run_dir / "diffusion" / dcfg.mode_name
         if is_complete(out):
             changed = _config_changes(out, asdict(dcfg))
             if changed:
                 print(f"[diffuse] note: {out} was trained with other values of {', '.join('diffusion.' + k for k in changed)}"
                       f"; it is reused as is (remove it to retrain)", flush=True)
-        plain_mode = dict(plain, diffusion=asdict(dcfg))
-        if cfg.cluster.runtime == "ray":
-            from cluster.diffusion import train_diffusion_ray
-            train_diffusion_ray(tree_dir, dcfg, cfg.sampler, shards.root, out, plain_mode, cfg.trainer,
-                                local=is_local(cfg), tb_dir=str(run_dir / "tb" / "diffusion"))
-        else:
+        jobs.append((dcfg, out, dict(plain, diffusion=asdict(dcfg))))
+    if cfg.cluster.runtime == "ray":  # every mode first: side by side where the cluster has room
+        from cluster.diffusion import train_modes_ray
+        train_modes_ray(tree_dir, jobs, cfg.sampler, shards.root, cfg.trainer, local=is_local(cfg),
+                        tb_dir=str(run_dir / "tb" / "diffusion"))
+    for dcfg, out, plain_mode in jobs:
+        name = dcfg.mode_name
+        if cfg.cluster.runtime != "ray":
             train_diffusion(tree_dir, dcfg, cfg.sampler, x, out, plain_mode, device=device)
         denoiser, tree_model = load_denoiser(out, device=device)
         generator = torch.Generator().manual_seed(cfg.sampler.seed)

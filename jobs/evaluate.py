@@ -135,8 +135,8 @@ def train_classifier(cfg: JobConfig, plain: dict, test) -> Path | None:
         if stale.exists():  # a run that died before saving: Ray Train would resume it; start afresh
             shutil.rmtree(stale)
         data = StageData(shards.root, global_batch=cfg.eval.classifier_batch, seed=cfg.eval.seed)
-        export, _ = fit_stage(stage, data,
-                              cfg.trainer, name="classifier", local=is_local(cfg),
+        export, _ = fit_stage(stage, data, cfg.trainer, name="classifier", local=is_local(cfg),
+                              batch_key="eval.classifier_batch",
                               tb_dir=str(Path(cfg.run_dir) / "tb" / "classifier"))
         model = stage.build()
         stage.load_export(model, export)

@@ -39,7 +39,7 @@ def run(cfg: JobConfig, plain: dict) -> dict:
         with session(cfg):
             # rank 0 of the growth's worker group logs the decisions and the tree to the driver's TensorBoard
             model = grow_on_ray(cfg.model, cfg.growth, cfg.optim, cfg.trainer, shards.root, run_dir, plain,
-                                local=is_local(cfg), make_log=partial(growth_logger_at, str(run_dir / "tb" / "driver")))
+                                local=is_local(cfg), make_log=partial(growth_logger_at, str((run_dir / "tb" / "driver").resolve())))
     else:
         train = load_split(cfg.data, "train")
         check_shape(train, cfg.model.in_channels, cfg.model.image_size)

@@ -1,6 +1,7 @@
 """`treediff submit slurm` against a real slurmctld + slurmd on 127.0.0.1: the embedded default's
-pipeline (shortened) runs to COMPLETED with its checkpoints and TensorBoard events; a cancelled
-job leaves no process behind, Ray's included."""
+pipeline (shortened) runs to COMPLETED with its checkpoints and TensorBoard events; the
+end-of-time warning checkpoints, requeues, and the requeued run resumes; a cancelled job leaves
+no process behind, Ray's included."""
 import json
 import subprocess
 import sys
@@ -61,6 +62,34 @@ def test_pipeline_batch_job_completes_with_checkpoints_and_events(slurm, tmp_pat
     assert "tree/initial/loss" in acc.Tags()["scalars"]
     text = (run / "slurm" / f"treediff-pipeline-{job_id}.out").read_text()
     assert "treediff: pipeline exited with status 0" in text
+    assert not job_processes(job_id)
+
+
+def test_end_of_time_warning_checkpoints_then_requeues_and_the_run_resumes(slurm, tmp_path):
+    # the USR1 warning (what --signal=B:USR1@300 sends), delivered now: the driver checkpoints
+    # mid-phase and stops, the job requeues itself, and its second run continues that phase
+    proc = cli("submit", "slurm", "grow", "run_dir=run", "shards.path=shards", "optim.epochs_initial=80",
+               "growth.num_clusters_tree=2", "optim.epochs_subtree=1", "optim.epochs_finetune=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    job_id = job_id_of(proc.stdout)
+    ray_run = tmp_path / "run" / "ray" / "tree"
+    deadline = time.time() + 300
+    while not list(ray_run.glob("checkpoint_*/progress.json")):  # the first phase is training
+        assert time.time() < deadline, cli("status", job_id, cwd=tmp_path).stdout
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
+    deadline = time.time() + 600
+    while "COMPLETED" not in (out := cli("status", job_id, cwd=tmp_path).stdout):
+        assert time.time() < deadline and not any(s in out for s in ("FAILED", "CANCELLED", "TIMEOUT")), out
+        time.sleep(1)
+    text = (tmp_path / "run" / "slurm" / f"treediff-grow-{job_id}.out").read_text()
+    assert "got the end-of-time signal" in text and "stopped on request" in text
+    assert "treediff: grow exited with status 3" in text  # saved and stopped, then requeued
+    assert "treediff: grow exited with status 0" in text  # the requeued run
+    restarts = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    assert "Restarts=1" in restarts, restarts
+    initial = json.loads((tmp_path / "run" / "tree" / "phase-000-initial" / "meta.json").read_text())
+    assert initial["resumed_from_epoch"] is not None and initial["resumed_from_epoch"] < 79
     assert not job_processes(job_id)
 
 

@@ -48,6 +48,17 @@ def test_every_srun_step_asks_for_the_nodes_cpus_and_gpus():
     assert 'SRUN=(srun --nodes=1 --ntasks=1 --cpus-per-task="$SLURM_CPUS_PER_TASK")' in one
 
 
+def test_every_port_lies_in_the_jobs_own_block_and_addresses_are_resolved():
+    import re
+    text = (GOLDEN / "pipeline-4nodes.sbatch").read_text()
+    ports = re.findall(r"--((?:[a-z]+-)*port)=([^\s\"]+)", text)
+    assert {name for name, _ in ports} >= {"port", "node-manager-port", "object-manager-port", "ray-client-server-port",
+                                          "dashboard-port", "min-worker-port", "max-worker-port"}
+    assert all("PORT_BASE" in value for _, value in ports), ports  # nothing outside the per-job block
+    assert '"--max-worker-port=$((PORT_BASE + 1000 - 1))"' in text  # ~980 worker ports, not 90
+    assert "getent ahostsv4" in text and 'HEAD_IP=$(node_ip "$HEAD")' in text  # NodeAddr may be a hostname
+
+
 def cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, cwd=cwd)
 

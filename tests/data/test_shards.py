@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from treediff.data.arrays import ImageArrays
+from treediff.data.cache import SplitCache
 from treediff.data.augment import contrastive_augment
 from treediff.data.shards import MANIFEST, ShardError, ShardSet, write_shard_set
 from treediff.data.split import ArraySplit, Split
@@ -106,6 +107,44 @@ def test_resampled_ranks_yield_equal_batch_counts(shard_set):
     assert n == 37 // 8
 
 
+@pytest.mark.parametrize("source", ["stream", "stream-2-workers", "memory"])
+def test_resampled_epochs_draw_every_sample_equally_often_whatever_the_shard_sizes(tmp_path, source):
+    # shards of 500 and 140 (digits has 1000 + 437): reading shards[rank::world] drew the small
+    # shard's samples 3.6x as often as the large one's. The split decoded into memory
+    # (treediff.data.cache) follows the same rule.
+    write_shard_set({"train": toy(640, shape=(2, 2, 1))}, tmp_path / "uneq", samples_per_shard=500, progress=False)
+    shards = ShardSet.open(tmp_path / "uneq")
+    assert [r["count"] for r in shards.shards("train")] == [500, 140]
+    cache = SplitCache.read(shards, "train") if source == "memory" else None
+
+    def drawn(epoch, batch=32, keys=None):
+        per_rank = []
+        for rank in range(2):
+            got = Counter()
+            cfg = StreamConfig(batch_size=batch, rank=rank, world_size=2, num_workers=2 if "2" in source else 0,
+                               mode="resampled", seed=4, epoch=epoch, keys=keys)
+            for x, _, k in (cache.batches(cfg) if cache else make_loader(shards, "train", cfg)):
+                assert x.shape == (batch, 1, 2, 2)
+                got.update(k)
+            per_rank.append(got)
+        return per_rank
+
+    one, two = drawn(0)
+    assert sum(one.values()) == sum(two.values()) == 320  # 10 full batches each
+    counts = one + two
+    mean = sum(counts.values()) / 640
+    assert len(counts) == 640 and all(0.85 * mean <= c <= 1.15 * mean for c in counts.values())
+    assert not set(one) & set(two)  # the ranks draw disjoint samples
+    assert drawn(1)[0] != one  # and other ones the next epoch
+    # an epoch that draws fewer than there are (640 // 96 x 48 = 576): each sample at most once
+    one, two = drawn(0, batch=48)
+    assert sum(one.values()) == sum(two.values()) == 288 and max((one + two).values()) == 1
+    # a key subset (a subtree phase's leaf): the same, over its keys only
+    subset = frozenset(f"train{i:04d}" for i in range(0, 640, 5))  # 128 keys, in both shards
+    one, two = drawn(0, batch=16, keys=subset)
+    assert set(one + two) == subset and max((one + two).values()) == 1
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_two_views_for_the_contrastive_term(shard_set, workers):
     plain = {k: x for k, x, _ in read_all(shard_set, "train", batch_size=37, shuffle_buffer=0)}
@@ -120,6 +159,22 @@ def test_two_views_for_the_contrastive_term(shard_set, workers):
     assert not torch.equal(x[:, 0], x[:, 1])
     with pytest.raises(ValueError, match="augment"):
         make_loader(shard_set, "train", StreamConfig(batch_size=5, views=2))
+
+
+def test_the_split_in_memory_holds_the_streamed_pixels_labels_and_keys(shard_set):
+    streamed = {k: (x, l) for k, x, l in read_all(shard_set, "train", batch_size=8, shuffle_buffer=0)}
+    cache = SplitCache.read(shard_set, "train")
+    assert cache.keys == sorted(streamed) and cache.images.dtype == torch.uint8
+    for k, img, label in zip(cache.keys, cache.images, cache.labels):
+        assert torch.equal(img.float().div(127.5).sub(1.0), streamed[k][0]) and int(label) == streamed[k][1]
+    x, labels, keys = next(cache.batches(StreamConfig(batch_size=5, mode="resampled", seed=1), augment=None))
+    assert [int(labels[i]) for i in range(5)] == [streamed[k][1] for k in keys]
+    assert all(torch.equal(x[i], streamed[k][0]) for i, k in enumerate(keys))
+    views, _, keys = next(cache.batches(StreamConfig(batch_size=5, views=2, mode="resampled"),
+                                        augment=contrastive_augment("flip", 6, 3)))
+    assert views.shape == (5, 2, 3, 6, 5)
+    assert all(torch.equal(v, streamed[k][0]) or torch.equal(v, streamed[k][0].flip(-1))
+               for k, pair in zip(keys, views) for v in pair)
 
 
 def test_corrupt_byte_is_named_by_the_checksum(shard_set):

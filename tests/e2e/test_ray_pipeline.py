@@ -20,7 +20,9 @@ from treediff.vae.trainer import final_checkpoint, load_tree_model
 def ray_args(tmp_path):
     # relative paths, as users type them (the test runs in tmp_path): Ray's workers run elsewhere
     return ["run_dir=run", "shards.path=shards", "shards.samples_per_shard=200",
-            "cluster=local", "cluster.num_cpus=2", "trainer.num_workers=2", "trainer.zero_stage=1",
+            # 4 CPUs declared on 2 cores: room for both diffusion modes' 2 workers side by side
+            "cluster=local", "cluster.num_cpus=4", "trainer.num_workers=2", "trainer.zero_stage=1",
+            "trainer.checkpoint_every=2",
             "optim.epochs_initial=4", "optim.epochs_subtree=2", "optim.epochs_finetune=1", "optim.kl_start=0.1",
             "growth.num_clusters_tree=3", "diffusion.steps=44", "diffusion.warmup_steps=5", "diffusion.batch_size=64",
             "sampler.steps=5", "sampler.samples_per_leaf=2", "pipeline.modes=[path,recon]",
@@ -78,8 +80,11 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     manifest_hash = json.loads((final_checkpoint(run_dir) / "meta.json").read_text())["data_manifest_sha256"]
     assert len(manifest_hash) == 64
     assert model.tree.leaves == report["tree"]["leaves"]
-    # the diffusion stage, both modes, trained on the Ray runtime and loadable with its tree
+    # the diffusion stage, both modes, trained on the Ray runtime side by side (the cluster had room)
+    # and loadable with its tree
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    spans = [json.loads((run_dir / "diffusion" / m / "meta.json").read_text()) for m in ("path", "recon")]
+    assert max(m["train_started_at"] for m in spans) < min(m["train_ended_at"] for m in spans)
     for mode in ("path", "recon"):
         meta = json.loads((run_dir / "diffusion" / mode / "meta.json").read_text())
         assert meta["runtime"] == "ray" and meta["workers"] == 2 and meta["steps"] >= 44

@@ -26,7 +26,7 @@ from runtime_helpers import initial_stage  # noqa: E402
 
 
 class KeyRecorder(TreePhaseStage):
-    """Writes, per rank (its seed), the Ray node it runs on and the sample keys it trains on."""
+    """Writes, per rank (its seed), the Ray node it runs on and the sample keys it trains on, by epoch."""
 
     def __init__(self, *args, out_dir: str, **kw):
         super().__init__(*args, **kw)
@@ -37,6 +37,11 @@ class KeyRecorder(TreePhaseStage):
         super().setup(seed)
         self.file = Path(self.out_dir, f"rank-seed-{seed}.txt")
         self.file.write_text(ray.get_runtime_context().get_node_id() + "\n")
+
+    def begin_epoch(self, model, epoch):
+        with open(self.file, "a") as f:
+            f.write(f"#epoch {epoch}\n")
+        return super().begin_epoch(model, epoch)
 
     def loss(self, forward, batch):
         with open(self.file, "a") as f:
@@ -111,7 +116,13 @@ def main(out: Path, shards: str) -> None:
                 ["ss", "-ltnH"], capture_output=True, text=True).stdout.splitlines()})
         for f in sorted(keys_dir.glob("rank-seed-*.txt")):
             lines = f.read_text().split("\n")
-            result[f.stem] = {"node": lines[0], "keys": sorted({k for k in lines[1:] if k})}
+            epochs, epoch = {}, None
+            for line in lines[1:]:
+                if line.startswith("#epoch"):
+                    epoch = line.split()[1]
+                elif line:
+                    epochs.setdefault(epoch, set()).add(line)
+            result[f.stem] = {"node": lines[0], "keys": {e: sorted(k) for e, k in epochs.items()}}
     finally:
         for proc in reversed(procs):
             stop(proc)

@@ -40,7 +40,15 @@ def test_fid_is_the_same_for_1_and_2_workers_and_equals_torch_fidelity(local_ray
     ref_images = reference()
     ref = FeatureStats.of(Extractor("pixels")(ref_images))
     one = merge_results(run_farm(chunks(ckpt), workers=1)).stats["samples"]
-    two = merge_results(run_farm(chunks(ckpt), workers=2)).stats["samples"]
+    results = run_farm(chunks(ckpt), workers=2)
+    two = merge_results(results).stats["samples"]
+    # each worker process loaded the denoiser once and served its later chunks from its cache
+    last = {}
+    for r in results:
+        last[r.process] = r.loads
+    assert sum(len([r for r in results if r.process == p]) for p in last) == len(results)
+    assert any(len([r for r in results if r.process == p]) > 1 for p in last)
+    assert all("denoiser" in loads and set(loads.values()) == {1} for loads in last.values()), last
     here = merge_results(run_farm(chunks(ckpt), workers=1, runtime="inprocess")).stats["samples"]
     assert one.n == two.n == here.n == N
     fid_one, fid_two, fid_here = (frechet_distance(s, ref) for s in (one, two, here))
@@ -54,6 +62,12 @@ def test_fid_is_the_same_for_1_and_2_workers_and_equals_torch_fidelity(local_ray
                                               **Extractor("pixels").kwargs())["frechet_inception_distance"]
     assert fid_one == pytest.approx(theirs, rel=1e-4)
     assert fid_one > 0
+
+
+def test_gpu_chunk_tasks_keep_their_process():
+    # Ray ends a GPU task's process after one call unless told otherwise (max_calls=1 by default)
+    from cluster.farm import _remote
+    assert _remote(1, 1)._default_options["max_calls"] == 0
 
 
 def test_a_failing_chunk_names_itself(local_ray, tmp_path):

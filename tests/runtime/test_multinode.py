@@ -1,5 +1,5 @@
 """Two Ray nodes started with `ray start` on 127.0.0.1 (with the token auth Ray 2.60 requires), one
-Ray Train worker on each: the same loop trains, and the two ranks read disjoint shards.
+Ray Train worker on each: the same loop trains, and the two ranks draw disjoint samples in each epoch.
 
 Ray resolves a node address of 127.0.0.1 to the machine's external address for multi-node
 clusters and then binds its servers to all interfaces, so the scenario runs in a network
@@ -31,8 +31,10 @@ def test_one_worker_per_node_reads_disjoint_shards(digit_shards, tmp_path):
     assert result["loss_history"][1] < result["loss_history"][0]
     ranks = [result["rank-seed-10"], result["rank-seed-11"]]
     assert ranks[0]["node"] != ranks[1]["node"]  # one worker on each node
-    keys = [set(r["keys"]) for r in ranks]
-    assert keys[0] and keys[1] and not keys[0] & keys[1]  # disjoint shards
+    assert set(ranks[0]["keys"]) == set(ranks[1]["keys"]) == {"0", "1"}
+    for epoch in ("0", "1"):  # within an epoch the ranks draw disjoint samples
+        keys = [set(r["keys"][epoch]) for r in ranks]
+        assert keys[0] and keys[1] and not keys[0] & keys[1]
     assert [line.split()[0] for line in result["interfaces"].splitlines()] == ["lo"]
     assert result["listeners"]  # everything listened inside the loopback-only namespace
     assert result["survivors"] == []  # both nodes stopped by process group

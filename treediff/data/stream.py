@@ -7,11 +7,16 @@ which rank it is, so the same code runs in one process, in Ray Train workers or 
              same seed on every rank) is split by rank, then by DataLoader worker, so ranks
              and workers read disjoint shards and every sample is seen exactly once. Ranks get
              unequal batch counts when shards do not divide evenly: use it for evaluation.
-* resampled  each rank takes its own share of the shards (disjoint from the other ranks' when
-             there are at least as many shards as ranks), each (rank, worker) draws from it with
-             replacement in its own seeded stream, and the loader stops after
-             `batches_per_epoch` full batches, so every rank yields the same number of batches
-             and collectives never wait on a finished rank. Use it for training.
+* resampled  every rank yields exactly `batches_per_epoch` full batches, so collectives never
+             wait on a finished rank, and every sample is drawn equally often whatever the
+             shards' sizes: each epoch one plan, the same on every rank (seeded by seed and
+             epoch), lays the samples in a sequence (the shards in a permuted order; for a key
+             subset, the keys permuted) and gives each rank a contiguous, equal share of it,
+             starting at a random offset (wrapping round when an epoch draws more samples than
+             there are). A sample is then drawn once per epoch, or not at all when the epoch
+             draws fewer than there are (a different few each epoch). A rank reads only the
+             shards that hold its share (a key subset: every shard, keeping its keys) and
+             decodes only its own samples. Use it for training.
 
 Samples are shuffled in a seeded buffer, decoded from PNG to float tensors in [-1, 1]
 (C, H, W), optionally augmented into several views ((views, C, H, W), for the contrastive
@@ -150,14 +155,9 @@ def shard_stream(shards: ShardSet, split: str, cfg: StreamConfig, augment: Calla
         if cfg.num_workers and len(mine) < cfg.num_workers:
             warnings.warn(f"rank {cfg.rank} reads {len(mine)} shards with {cfg.num_workers} loader workers: some "
                           f"workers get none; write more, smaller shards (samples_per_shard)", stacklevel=2)
-    elif cfg.keys is not None:
-        mine = urls  # a key subset may sit in few shards: every rank resamples them all, or one could starve
-    elif len(urls) >= cfg.world_size:
-        mine = urls[cfg.rank::cfg.world_size]  # resampled within this rank's own shards: ranks stay disjoint
     else:
-        warnings.warn(f"{len(urls)} shards for {cfg.world_size} ranks: every rank resamples all of them (ranks "
-                      f"overlap); write more, smaller shards (samples_per_shard)", stacklevel=2)
-        mine = urls
+        owned = _EpochPlan.of(shards, split, cfg)
+        mine = owned.urls
     if cfg.verify:
         good = []
         for url in mine:
@@ -170,19 +170,18 @@ def shard_stream(shards: ShardSet, split: str, cfg: StreamConfig, augment: Calla
     if not mine:
         raise ShardError(f"rank {cfg.rank}: no readable shards left in {shards.root} for split {split!r}")
 
-    if cfg.mode == "exact":
-        source = [wds.SimpleShardList(mine), wds.split_by_worker]
-    else:
-        rank = cfg.rank
-        source = [wds.ResampledShards(mine, seed=wds.utils.make_seed(cfg.seed, cfg.epoch), deterministic=True,
-                                      worker_seed=lambda: rank * 1000 + _worker_id())]
-    stages = source + [wds.tarfile_to_samples(handler=policy)]
-    if cfg.keys is not None:
+    stages = [wds.SimpleShardList(mine), wds.split_by_worker, wds.tarfile_to_samples(handler=policy)]
+    if cfg.mode == "resampled":
+        stages.append(wds.pipelinefilter(owned.draws)())
+    elif cfg.keys is not None:
         stages.append(wds.select(_InKeys(frozenset(cfg.keys))))
     if cfg.shuffle_buffer:
         stages.append(wds.pipelinefilter(_seeded_shuffle)(cfg.shuffle_buffer, cfg.seed, cfg.epoch, cfg.rank))
+    # resampled with loader workers: each worker's last batch may be partial; the loader re-batches
+    # them into full ones (make_loader), so the rank's total is exact
+    partial = (cfg.mode == "exact" and not cfg.drop_last) or (cfg.mode == "resampled" and cfg.num_workers > 0)
     stages += [wds.map(_Decode(shards.image_shape, cfg.views, augment), handler=policy),
-               wds.batched(cfg.batch_size, partial=(cfg.mode == "exact" and not cfg.drop_last))]
+               wds.batched(cfg.batch_size, partial=partial)]
     return wds.DataPipeline(*stages)
 
 
@@ -204,7 +203,63 @@ def make_loader(shards: ShardSet, split: str, cfg: StreamConfig, augment: Callab
     loader = wds.WebLoader(pipeline, batch_size=None, num_workers=cfg.num_workers,
                            persistent_workers=False, prefetch_factor=4 if cfg.num_workers else None)
     if cfg.mode == "resampled":
-        count = len(cfg.keys) if cfg.keys is not None else shards.count(split)
-        n = cfg.batches_per_epoch or max(1, count // (cfg.batch_size * cfg.world_size))
-        loader = loader.with_epoch(n)
+        if cfg.num_workers:
+            loader = loader.unbatched().batched(cfg.batch_size, partial=False)
+        loader = loader.with_epoch(_batches_per_epoch(shards, split, cfg))
     return loader
+
+
+def _batches_per_epoch(shards: ShardSet, split: str, cfg: StreamConfig) -> int:
+    count = len(cfg.keys) if cfg.keys is not None else shards.count(split)
+    return cfg.batches_per_epoch or max(1, count // (cfg.batch_size * cfg.world_size))
+
+
+class _EpochPlan:
+    """Resampled mode: how often this rank draws each sample in this epoch (see the module doc).
+
+    `urls` are the shards to read, in plan order; `draws` filters a stream of raw samples down to
+    this rank's, each repeated as often as it is drawn. A sample is found by its key (a key
+    subset) or by its shard and its position in that shard (every shard is read whole by one
+    loader worker, in order)."""
+
+    def __init__(self, urls: list[str], by_position: dict[str, np.ndarray] | None, by_key: dict[str, int] | None):
+        self.urls, self.by_position, self.by_key = urls, by_position, by_key
+
+    @classmethod
+    def of(cls, shards: ShardSet, split: str, cfg: StreamConfig) -> "_EpochPlan":
+        rng = np.random.default_rng([cfg.seed, cfg.epoch, 0x5EED])  # the same plan on every rank
+        take = _batches_per_epoch(shards, split, cfg) * cfg.batch_size  # samples this rank draws
+        if cfg.keys is not None:
+            keys = sorted(cfg.keys)
+            if not keys:
+                raise ValueError("a resampled stream over an empty key subset")
+            rounds = -(-take * cfg.world_size // len(keys))
+            order = np.concatenate([rng.permutation(len(keys)) for _ in range(rounds)])
+            mine = order[cfg.rank * take:(cfg.rank + 1) * take]
+            counts = np.bincount(mine, minlength=len(keys))
+            return cls(shards.urls(split), None, {keys[i]: int(c) for i, c in enumerate(counts) if c})
+        records, urls = shards.shards(split), shards.urls(split)
+        order = rng.permutation(len(records))
+        sizes = np.array([int(records[i]["count"]) for i in order])
+        total = int(sizes.sum())
+        start = int(rng.integers(total))
+        positions = (start + cfg.rank * take + np.arange(take)) % total  # in the sequence of permuted shards
+        counts = np.bincount(positions, minlength=total)
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        by_position = {urls[i]: counts[offsets[k]:offsets[k + 1]] for k, i in enumerate(order)
+                       if counts[offsets[k]:offsets[k + 1]].any()}
+        return cls([urls[i] for i in order if urls[i] in by_position], by_position, None)
+
+    def draws(self, data):
+        seen: dict[str, int] = {}
+        for sample in data:
+            if self.by_key is not None:
+                n = self.by_key.get(sample.get("__key__"), 0)
+            else:
+                url = sample.get("__url__")
+                i = seen.get(url, 0)
+                seen[url] = i + 1
+                counts = self.by_position.get(url)
+                n = int(counts[i]) if counts is not None and i < len(counts) else 0
+            for _ in range(n):
+                yield sample

@@ -13,6 +13,7 @@ Kinds:
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,9 +64,12 @@ class ChunkResult:
     class_counts: dict[int, np.ndarray] = field(default_factory=dict)  # leaf -> predicted-class histogram
     preview: dict[int, torch.Tensor] = field(default_factory=dict)  # leaf -> a few uint8 samples
     wall_s: float = 0.0
+    process: str = ""  # host:pid of the process that ran it
+    loads: dict[str, int] = field(default_factory=dict)  # model loads in that process so far, by kind
 
 
 _MODELS: dict[tuple, Any] = {}  # per process: loaded checkpoints, reused by later chunks
+_LOADS: dict[str, int] = {}  # per process: how many times each kind of model was loaded
 
 
 def _cached(key: tuple, load):
@@ -73,7 +77,14 @@ def _cached(key: tuple, load):
         if len(_MODELS) >= 4:
             _MODELS.pop(next(iter(_MODELS)))
         _MODELS[key] = load()
+        _LOADS[key[0]] = _LOADS.get(key[0], 0) + 1
     return _MODELS[key]
+
+
+def _stamped(result: ChunkResult, start: float) -> ChunkResult:
+    result.wall_s = time.perf_counter() - start
+    result.process, result.loads = f"{os.uname().nodename}:{os.getpid()}", dict(_LOADS)
+    return result
 
 
 def _denoiser(path: str, device: str):
@@ -96,7 +107,7 @@ def run_chunk(chunk: Chunk) -> ChunkResult:
     extract = _extractor(chunk.extractor, chunk.device) if chunk.features or chunk.kind == "reference" else None
     if chunk.kind == "reference":
         stats = FeatureStats.of(extract(to_uint8_rgb(to_model_range(chunk.images))))
-        return ChunkResult(chunk.key, len(chunk.indices), {"samples": stats}, wall_s=time.perf_counter() - start)
+        return _stamped(ChunkResult(chunk.key, len(chunk.indices), {"samples": stats}), start)
 
     denoiser, tree_model = _denoiser(chunk.checkpoint, chunk.device)
     sampler = SamplerConfig(**chunk.sampler)
@@ -118,8 +129,7 @@ def run_chunk(chunk: Chunk) -> ChunkResult:
             rows = (leaves == leaf).numpy()
             result.class_counts[leaf] = np.bincount(predicted[rows], minlength=chunk.n_classes)
             result.preview[leaf] = images[torch.from_numpy(rows)][:PREVIEW]
-    result.wall_s = time.perf_counter() - start
-    return result
+    return _stamped(result, start)
 
 
 @dataclass

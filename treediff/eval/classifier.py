@@ -51,13 +51,13 @@ class ClassifierStage(Stage):
         return SmallCNN(self.in_channels, self.n_classes, self.width)
 
     def optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=self.lr)
+        return torch.optim.Adam(params, lr=self.lr, foreach=True)
 
-    def loss(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         x, y = batch[0], batch[1]
         logits = forward(x)
         loss = F.cross_entropy(logits, y.long())
-        return loss, {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+        return loss, {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
 
 
 @torch.no_grad()

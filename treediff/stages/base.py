@@ -28,6 +28,8 @@ class Stage:
     name = "stage"
     epochs = 1
     grad_clip: float | None = None  # max grad norm of this stage (0: none); None: the runtime's setting
+    lr_scale: float = 1.0  # the runtime's factor on the optimiser's learning rates (a scaled global batch)
+    checkpoint_steps: int = 0  # also a checkpoint every this many optimiser steps; 0: the runtime's epochs only
 
     def setup(self, seed: int) -> None:
         torch.manual_seed(seed)
@@ -48,7 +50,9 @@ class Stage:
         """Per-epoch settings (e.g. the KL weight); returns what to log."""
         return {}
 
-    def loss(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The batch's loss, and what to log of it: floats or (0-dim) tensors, which the runtime
+        averages on the device (no host sync per step)."""
         raise NotImplementedError
 
     def after_step(self, model: nn.Module) -> None:

@@ -35,6 +35,10 @@ class DiffusionStage(Stage):
     def grad_clip(self) -> float:
         return self.cfg.grad_clip  # diffusion.grad_clip, on every runtime
 
+    @property
+    def checkpoint_steps(self) -> int:
+        return self.cfg.checkpoint_every  # diffusion.checkpoint_every (optimiser steps), on every runtime
+
     def setup(self, seed: int) -> None:
         torch.manual_seed(seed)
         self.tree_model = frozen(load_tree_model(self.tree_checkpoint))
@@ -47,7 +51,7 @@ class DiffusionStage(Stage):
         return denoiser
 
     def optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, foreach=True)
 
     def lr_lambda(self, steps_per_epoch: int) -> Callable[[int], float]:
         warmup = self.cfg.warmup_steps
@@ -60,7 +64,7 @@ class DiffusionStage(Stage):
             self.schedule.to(device)
             self.ema.to(device)
 
-    def loss(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         x0 = batch[0]
         self._follow(x0.device)
         b, g = len(x0), self.generator
@@ -71,7 +75,7 @@ class DiffusionStage(Stage):
         noise = torch.randn(x0.shape, generator=g).to(x0.device)
         eps = forward(self.schedule.q_sample(x0, t, noise), t, cond, drop)
         loss = F.mse_loss(eps.float(), noise)
-        return loss, {"loss": loss.item()}
+        return loss, {"loss": loss.detach()}
 
     def after_step(self, model: nn.Module) -> None:
         self.ema.update(model)

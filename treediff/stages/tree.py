@@ -44,7 +44,7 @@ class TreePhaseStage(Stage):
         return model.set_trainable(self.subtree)
 
     def optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        return torch.optim.Adam(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, foreach=True)
 
     def lr_lambda(self, steps_per_epoch: int) -> Callable[[int], float]:
         every = max(1, steps_per_epoch) * self.optim.lr_step_epochs
@@ -54,11 +54,12 @@ class TreePhaseStage(Stage):
         self.alpha = kl_weight(epoch, self.optim.kl_start, self.optim.kl_decay)
         return {"alpha": self.alpha}
 
-    def loss(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         x = batch[0]
         out = forward(x, subtree=self.subtree)
         loss = out.loss(self.alpha)
-        logs = out.terms() | {"loss": loss.item()}
-        logs |= {f"kl_node/{i}": v.mean().item() for i, v in out.kl_per_node.items()}
-        logs |= {f"leaf_prob/{leaf}": p.item() for leaf, p in zip(out.leaves, out.leaf_probs.mean(0))}
+        # tensors: the runtime averages them on the device
+        logs = out.mean_terms() | {"loss": loss.detach()}
+        logs |= {f"kl_node/{i}": v.mean().detach() for i, v in out.kl_per_node.items()}
+        logs |= {f"leaf_prob/{leaf}": p for leaf, p in zip(out.leaves, out.leaf_probs.mean(0).detach())}
         return loss, logs

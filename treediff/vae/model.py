@@ -45,8 +45,12 @@ class TreeOutput:
         return (self.rec + alpha * (self.kl_root + self.kl_nodes + self.kl_decisions)).mean()
 
     def terms(self) -> dict[str, float]:
-        return {"rec": self.rec.mean().item(), "kl_root": self.kl_root.mean().item(),
-                "kl_nodes": self.kl_nodes.mean().item(), "kl_decisions": self.kl_decisions.mean().item()}
+        return {k: v.item() for k, v in self.mean_terms().items()}
+
+    def mean_terms(self) -> dict[str, torch.Tensor]:
+        """The batch means of the loss terms, as detached tensors (no host sync)."""
+        return {"rec": self.rec.mean().detach(), "kl_root": self.kl_root.mean().detach(),
+                "kl_nodes": self.kl_nodes.mean().detach(), "kl_decisions": self.kl_decisions.mean().detach()}
 
 
 @dataclass

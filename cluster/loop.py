@@ -47,17 +47,27 @@ class StageData:
     seed: int = 0
 
 
+def uses_bf16(t: TrainerConfig, on_gpu: bool) -> bool:
+    return t.precision == "bf16" or (t.precision == "auto" and on_gpu)
+
+
 def deepspeed_config(t: TrainerConfig, micro_batch: int, on_gpu: bool, world: int,
                      grad_clip: float | None = None) -> dict[str, Any]:
     """The engine's config. ZeRO partitions optimiser state and gradients across ranks: one rank
     has nothing to partition, so a single worker runs stage 0 (ZeRO-1 there costs 10-15 % per
     step on CPU in flattening and norms, bench/step.py). `grad_clip`: the stage's own clipping
-    (e.g. diffusion.grad_clip), which wins over trainer.grad_clip."""
-    bf16 = t.precision == "bf16" or (t.precision == "auto" and on_gpu)
-    return {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": t.grad_accum,
-            "gradient_clipping": t.grad_clip if grad_clip is None else grad_clip, "zero_optimization": {"stage": t.zero_stage if world > 1 else 0},
-            "bf16": {"enabled": bf16}, "zero_allow_untested_optimizer": True, "steps_per_print": 10 ** 9,
-            "wall_clock_breakdown": False}
+    (e.g. diffusion.grad_clip), which wins over trainer.grad_clip.
+
+    bf16 is DeepSpeed's torch_autocast mode: the weights stay fp32 (so every export is fp32, and
+    BatchNorm, which autocast leaves in fp32, meets fp32 weights), each op runs in the dtype
+    autocast gives it, and the gradients of linear and conv layers travel in bf16."""
+    config = {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": t.grad_accum,
+              "gradient_clipping": t.grad_clip if grad_clip is None else grad_clip,
+              "zero_optimization": {"stage": t.zero_stage if world > 1 else 0},
+              "zero_allow_untested_optimizer": True, "steps_per_print": 10 ** 9, "wall_clock_breakdown": False}
+    if uses_bf16(t, on_gpu):
+        config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    return config
 
 
 def _deepspeed():
@@ -162,29 +172,9 @@ def read_progress(checkpoint) -> dict[str, Any]:
         return json.loads((Path(d) / PROGRESS).read_text())
 
 
-def fp32_state(engine, frozen: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """The module's state in fp32 on the CPU. Under bf16 DeepSpeed casts the whole module: each
-    trained parameter then comes from DeepSpeed's fp32 master copy (what the optimiser steps), each
-    frozen one from `frozen` (its fp32 value before the cast); buffers are upcast."""
-    from deepspeed.utils import safe_get_full_fp32_param
-
-    masters = dict(frozen or {})
-    if engine.bfloat16_enabled():
-        # ZeRO 0 keeps its fp32 copies in parallel lists (FP16_UnfusedOptimizer); ZeRO 1/2 map each
-        # parameter to its fp32 fragment (gathered by safe_get_full_fp32_param, a collective)
-        opt = engine.optimizer
-        pairs = {id(lp): hp for lps, hps in zip(getattr(opt, "fp16_groups", None) or [],
-                                                 getattr(opt, "fp32_groups", None) or [])
-                 if isinstance(lps, list) and isinstance(hps, list) for lp, hp in zip(lps, hps)}
-        for name, p in engine.module.named_parameters():  # the same order on every rank
-            if p.requires_grad:
-                full = pairs.get(id(p))
-                if full is None:
-                    full = safe_get_full_fp32_param(p)
-                if full is not None:
-                    masters[name] = full
-    return {k: masters.get(k, v).detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype)
-            for k, v in engine.module.state_dict().items()}
+def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's state on the CPU (fp32 weights: see deepspeed_config)."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
 class JobStopped(RuntimeError):
@@ -277,8 +267,6 @@ def run_stage(stage: Stage, data: StageData, worker: Worker, shards: ShardSet, *
         group["lr"] *= stage.lr_scale
     sched = torch.optim.lr_scheduler.LambdaLR(opt, stage.lr_lambda(steps_per_epoch))
     ds_config = deepspeed_config(t, micro, worker.on_gpu, world, grad_clip=stage.grad_clip)
-    frozen = ({k: p.detach().clone() for k, p in model.named_parameters() if not p.requires_grad}
-              if ds_config["bf16"]["enabled"] else {})  # their fp32 values, before DeepSpeed's bf16 cast
     engine, _, _, _ = _deepspeed().initialize(model=model, model_parameters=params, optimizer=opt,
                                               lr_scheduler=sched, config=ds_config)
     if world == 1:
@@ -286,9 +274,8 @@ def run_stage(stage: Stage, data: StageData, worker: Worker, shards: ShardSet, *
     if t.compile:
         engine.compile()  # torch.compile of the module, through DeepSpeed
     device = torch.device(engine.device)
-    # bf16: DeepSpeed casts the module's weights, not its inputs; autocast runs each op in the
-    # dtype it needs (the stage's fp32 batches, noise and frozen tree included)
-    bf16 = ds_config["bf16"]["enabled"]
+    # bf16: autocast around the whole loss (the stage's frozen tree, noise and conditioning too)
+    bf16 = uses_bf16(t, worker.on_gpu)
     start_epoch, skip, history = 0, 0, []
     if resume is not None:
         with resume.as_directory() as d:
@@ -311,7 +298,7 @@ def run_stage(stage: Stage, data: StageData, worker: Worker, shards: ShardSet, *
         # report() copies the directory into storage_path before it returns
         with tempfile.TemporaryDirectory(prefix=f"{stage.name.replace('/', '-')}-ckpt-") as d:
             engine.save_checkpoint(d, tag=DS_TAG)
-            export = _export(stage, engine, frozen)
+            export = _export(stage, engine)
             if rank == 0:
                 torch.save(export, Path(d) / EXPORT)
                 (Path(d) / PROGRESS).write_text(json.dumps({**(tag or {}), "epoch": epoch, "micro_step": micro_step,
@@ -382,7 +369,7 @@ def run_stage(stage: Stage, data: StageData, worker: Worker, shards: ShardSet, *
         if verdict == Control.STOP and epoch < stage.epochs - 1:
             raise StopRequested(f"{stage.name}: stopped on request after epoch {epoch}")
     metrics["loss_history"] = list(history)
-    return _export(stage, engine, frozen), metrics
+    return _export(stage, engine), metrics
 
 
 def _ray_report(metrics: dict[str, Any], checkpoint_dir: str) -> None:
@@ -420,9 +407,9 @@ class _DeviceSums:
         return {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
 
 
-def _export(stage: Stage, engine, frozen: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The stage's export with fp32 weights (DeepSpeed's master copy under bf16), on the CPU."""
-    return stage.export(_Exported(engine.module, fp32_state(engine, frozen)))
+def _export(stage: Stage, engine) -> dict[str, Any]:
+    """The stage's export of the engine's module, on the CPU."""
+    return stage.export(_Exported(engine.module, cpu_state(engine.module)))
 
 
 class _Exported:

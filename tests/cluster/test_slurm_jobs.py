@@ -69,7 +69,8 @@ def test_end_of_time_warning_checkpoints_then_requeues_and_the_run_resumes(slurm
     # the USR1 warning (what --signal=B:USR1@300 sends), delivered now: the driver checkpoints
     # mid-phase and stops, the job requeues itself, and its second run continues that phase
     proc = cli("submit", "slurm", "grow", "run_dir=run", "shards.path=shards", "optim.epochs_initial=80",
-               "growth.num_clusters_tree=2", "optim.epochs_subtree=1", "optim.epochs_finetune=1", cwd=tmp_path)
+               "growth.num_clusters_tree=2", "optim.epochs_subtree=1", "optim.epochs_finetune=1",
+               "trainer.checkpoint_every=5", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     job_id = job_id_of(proc.stdout)
     ray_run = tmp_path / "run" / "ray" / "tree"

@@ -143,11 +143,21 @@ def test_bf16_precision_runs_the_diffusion_stage(local_ray, digit_shards, tmp_pa
                                 trainer(tmp_path, num_workers=1, precision="bf16"), name="bf16", local=True)
     assert all(math.isfinite(v) for v in metrics["loss_history"]) and metrics["loss_history"][-1] < 1.0
     assert {v.device.type for v in export["model"].values()} == {"cpu"}
-    # the hand-off is fp32, from DeepSpeed's fp32 master weights: not bf16 weights upcast
+    # the hand-off is fp32 (DeepSpeed's torch_autocast keeps fp32 weights): not bf16 weights upcast
     assert {v.dtype for v in export["model"].values() if v.is_floating_point()} == {torch.float32}
     trained = [v for k, v in export["model"].items() if k.endswith("weight") and v.numel() > 100]
     assert trained and any(not torch.equal(v, v.bfloat16().float()) for v in trained)
     assert {v.dtype for v in export["ema"]["shadow"].values()} == {torch.float32}  # the average stays fp32
+
+
+def test_bf16_precision_runs_a_tree_phase_with_batchnorm(local_ray, digit_shards, tmp_path):
+    # BatchNorm is not autocast: with bf16 weights (DeepSpeed's bf16 mode) an fp32 activation met
+    # bf16 BatchNorm weights and the TreeVAE stage failed; torch_autocast keeps the weights fp32
+    stage = initial_stage(epochs=2)
+    export, metrics = fit_stage(stage, StageData(digit_shards, global_batch=64), trainer(tmp_path, num_workers=1,
+                                precision="bf16"), name="bf16-tree", local=True)
+    assert all(math.isfinite(v) for v in metrics["loss_history"])
+    assert {v.dtype for v in export["model"].values() if v.is_floating_point()} == {torch.float32}
 
 
 def test_a_binding_gradient_clip_gives_the_plain_loops_losses(local_ray, digit_shards, tmp_path):

@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/treediff pipeline run_dir=$(RUN_DIR)
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 clean-venv:
 	rm -rf $(VENV)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -44,11 +45,19 @@ RUN_NAME = "tree"  # the Ray Train run of the whole growth, under trainer.storag
 COUNT_BATCH = 512
 
 
+class Superseded(RuntimeError):
+    """A newer run of this growth owns the run directory: this (orphaned) worker group stops."""
+
+
+def owner_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "tree" / ".owner"
+
+
 class WorkerGroupExecutor:
     """The GrowthRun executor of one Ray Train worker (every rank of the group runs one)."""
 
     def __init__(self, worker: Worker, model_cfg: TreeVAEConfig, optim: OptimConfig, shards: ShardSet,
-                 tb=None, resume=None):
+                 tb=None, resume=None, owner: tuple[str, str] | None = None):
         import torch.distributed as dist
 
         self.worker, self.model_cfg, self.optim, self.shards, self.tb = worker, model_cfg, optim, shards, tb
@@ -58,6 +67,7 @@ class WorkerGroupExecutor:
         self.count_seconds = 0.0
         self.resume = resume  # a checkpoint Ray Train handed back (worker restart, driver re-run)
         self.resume_tag = read_progress(resume) if resume is not None else None
+        self.owner = owner  # (owner file, the token the driver wrote there)
         pids: list[Any] = [None] * worker.world
         dist.all_gather_object(pids, f"{os.uname().nodename}:{os.getpid()}")
         # written into every phase checkpoint: the exact data the tree was grown on, and the group
@@ -96,6 +106,19 @@ class WorkerGroupExecutor:
                 "trained_at": time.time(), "epochs": epochs,
                 "resumed_from_epoch": (self.resume_tag or {}).get("epoch") if resume is not None else None,
                 "loss": metrics.get("loss")}
+
+    def fence(self) -> None:
+        """Rank 0 writes only while its driver's token is in the owner file: a worker group
+        orphaned by a killed driver (Ray takes a few seconds to reap it) never writes a phase
+        beside the re-run's."""
+        if self.owner is not None:
+            path, token = self.owner
+            try:
+                current = Path(path).read_text()
+            except OSError:
+                current = None
+            if current != token:
+                raise Superseded(f"a newer run of this growth owns {Path(path).parent}: this worker group stops")
 
     def _batch(self, keys: frozenset | None) -> int:
         """The global batch: optim.batch_size, shrunk for a small subset, kept divisible by the workers."""
@@ -149,7 +172,7 @@ def growth_loop_per_worker(config: dict[str, Any]) -> None:
         log = config["make_log"]() if config.get("make_log") else None
     try:
         executor = WorkerGroupExecutor(worker, config["model_cfg"], config["optim"], shards, tb=tb,
-                                       resume=ray.train.get_checkpoint())
+                                       resume=ray.train.get_checkpoint(), owner=config["owner"])
         GrowthRun(config["model_cfg"], config["growth"], config["optim"], None, config["run_dir"], config["config"],
                   log=log, executor=executor, writer=writer).run()
     finally:
@@ -173,7 +196,11 @@ def grow_on_ray(model_cfg: TreeVAEConfig, growth: GrowthConfig, optim: OptimConf
     optim = replace(optim, batch_size=sized.global_batch, lr=optim.lr * sized.lr_scale)
     trainer = sized.trainer(trainer)
     run_dir = Path(run_dir).resolve()
-    config_ = {"model_cfg": model_cfg, "growth": growth, "optim": optim, "trainer": trainer,
+    owner = owner_file(run_dir)
+    owner.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    owner.write_text(token)  # this driver's run owns the growth now (WorkerGroupExecutor.fence)
+    config_ = {"owner": (str(owner), token), "model_cfg": model_cfg, "growth": growth, "optim": optim, "trainer": trainer,
                "shards": str(Path(shards).resolve()), "run_dir": str(run_dir), "config": config,
                "tb_dir": str(run_dir / "tb" / "tree"), "make_log": make_log}
     fit_loop(growth_loop_per_worker, config_, trainer, name=RUN_NAME, local=local, what="tree growth")

@@ -32,3 +32,26 @@ def test_schedule_with_periodic_fulltrain(tmp_path):
     assert final.tree.leaves == model.tree.leaves and final.meta["state"]["growth_done"]
     # frozen-phase bookkeeping: training mode and trainable flags are restored after the run
     assert not model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_a_superseded_run_writes_nothing_more(tmp_path):
+    # an executor's fence (cluster.growth: a newer driver's token in the owner file) stops the
+    # writer before its next checkpoint or log line: an orphaned worker group never writes beside its successor
+    import pytest
+    from treediff.vae.trainer import InProcessExecutor
+
+    class Fenced(InProcessExecutor):
+        writes = 0
+
+        def fence(self):
+            Fenced.writes += 1
+            if Fenced.writes > 1:
+                raise RuntimeError("superseded")
+
+    x = torch.rand(96, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    executor = Fenced(x, OPTIM, lambda *a: None)
+    with pytest.raises(RuntimeError, match="superseded"):
+        GrowthRun(TINY, GrowthConfig(max_depth=3, min_samples=1, num_clusters_tree=4), OPTIM, None, tmp_path,
+                  {"model": vars(TINY)}, executor=executor).run()
+    assert phase_names(tmp_path) == ["phase-000-initial"]
+    assert not (tmp_path / "tree" / "growth_log.jsonl").exists()

@@ -188,6 +188,7 @@ class GrowthRun:
         meta = {"state": asdict(state), **getattr(self.executor, "checkpoint_meta", {}), **(extra or {})}
         if not self.writer:
             return self.dir / name
+        self._fence()
         path = save_checkpoint(self.dir / name, model.state_dict(), model.tree, self.config, meta)
         self.log("phase", {"name": name, "path": str(path), "tree": model.tree.bfs(), "leaves": model.tree.leaves})
         return path
@@ -212,10 +213,18 @@ class GrowthRun:
             print(f"[grow] resuming after {phases[-1].name}", flush=True)
         return model, state
 
+    def _fence(self) -> None:
+        """Before every write: the executor may refuse (a newer run of the same growth owns the
+        directory), so a stale process never writes beside its successor."""
+        check = getattr(self.executor, "fence", None)
+        if check is not None:
+            check()
+
     def _decision(self, kind: str, message: str, **data: Any) -> None:
         record = {"kind": kind, "message": message, **data}
         if not self.writer:
             return
+        self._fence()
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / "growth_log.jsonl", "a") as f:
             f.write(json.dumps(record, default=str) + "\n")

@@ -52,7 +52,6 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     stamp = (first / "model.pt").stat().st_mtime_ns
     assert not any(p.name.startswith("phase-001") for p in (run_dir / "tree").iterdir())
 
-    rerun = time.time()
     report = run_job("pipeline", args)
 
     assert (first / "model.pt").stat().st_mtime_ns == stamp  # the complete phase was not re-run
@@ -61,7 +60,7 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     assert phases[-1].endswith("-finetune")
     # the re-run's growth ran as one Ray Train run on one worker group: its phases all on the same
     # two worker processes (the killed driver's group, which Ray reaps within seconds, may have
-    # finished a phase before the re-run began, never after: cluster.growth's owner token)
+    # finished a phase before the re-run took the run over, never after: cluster.growth's owner token)
     trained = [p for p in phases if not p.split("-")[2] == "prune"]
     metas = {p: json.loads((run_dir / "tree" / p / "meta.json").read_text()) for p in trained}
     assert {m["ray_train_run"] for m in metas.values()} == {"tree"}
@@ -69,7 +68,8 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     assert len(group) == 2 and len(set(group)) == 2 and group != tuple(metas["phase-000-initial"]["worker_group"])
     ours = [p for p in trained if tuple(metas[p]["worker_group"]) == group]
     assert ours == trained[len(trained) - len(ours):]  # contiguous, to the end
-    assert all(metas[p]["trained_at"] < rerun for p in trained if p not in ours)
+    owned = (run_dir / "tree" / ".owner").stat().st_mtime  # when the re-run took the growth over
+    assert all(metas[p]["trained_at"] < owned for p in trained if p not in ours)
     assert all(m["step_seconds"] > 0 and m["trained_at"] > 0 for m in metas.values())
     assert sorted(p.name for p in (run_dir / "ray").iterdir() if p.name.startswith("tree")) == ["tree"]
     ckpts = [p for p in (run_dir / "ray" / "tree").glob("checkpoint_*") if p.is_dir()]  # not Ray's snapshot file

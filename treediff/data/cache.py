@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .shards import ShardSet
-from .stream import StreamConfig, make_loader
+from .stream import StreamConfig, deal, epoch_rng, make_loader
 
 
 def split_nbytes(shards: ShardSet, split: str) -> int:
@@ -63,10 +63,7 @@ class SplitCache:
         if len(pool) == 0:
             raise ValueError("an epoch over an empty key subset")
         per_rank = (cfg.batches_per_epoch or max(1, len(pool) // (cfg.batch_size * cfg.world_size))) * cfg.batch_size
-        rng = np.random.default_rng([cfg.seed, cfg.epoch, 0x5EED])  # the same plan on every rank
-        rounds = -(-per_rank * cfg.world_size // len(pool))
-        order = np.concatenate([rng.permutation(len(pool)) for _ in range(rounds)])
-        return pool[order[cfg.rank * per_rank:(cfg.rank + 1) * per_rank]]
+        return pool[deal(len(pool), per_rank, cfg.rank, cfg.world_size, epoch_rng(cfg))]
 
     def batches(self, cfg: StreamConfig, augment: Callable | None = None) -> Iterator[tuple]:
         """`(x, labels, keys)` batches as the stream yields them: x float in [-1, 1], (B, C, H, W)

@@ -214,6 +214,19 @@ def _batches_per_epoch(shards: ShardSet, split: str, cfg: StreamConfig) -> int:
     return cfg.batches_per_epoch or max(1, count // (cfg.batch_size * cfg.world_size))
 
 
+def deal(n: int, per_rank: int, rank: int, world: int, rng: np.random.Generator) -> np.ndarray:
+    """This rank's `per_rank` draws from range(n): permutations of range(n) (as many as the epoch
+    needs, one after the other, from `rng`, the same on every rank) dealt out in equal shares."""
+    rounds = -(-per_rank * world // n)
+    order = np.concatenate([rng.permutation(n) for _ in range(rounds)])
+    return order[rank * per_rank:(rank + 1) * per_rank]
+
+
+def epoch_rng(cfg: StreamConfig) -> np.random.Generator:
+    """The epoch plan's generator: seeded by seed and epoch only, so every rank draws the same plan."""
+    return np.random.default_rng([cfg.seed, cfg.epoch, 0x5EED])
+
+
 class _EpochPlan:
     """Resampled mode: how often this rank draws each sample in this epoch (see the module doc).
 
@@ -227,16 +240,13 @@ class _EpochPlan:
 
     @classmethod
     def of(cls, shards: ShardSet, split: str, cfg: StreamConfig) -> "_EpochPlan":
-        rng = np.random.default_rng([cfg.seed, cfg.epoch, 0x5EED])  # the same plan on every rank
+        rng = epoch_rng(cfg)
         take = _batches_per_epoch(shards, split, cfg) * cfg.batch_size  # samples this rank draws
         if cfg.keys is not None:
             keys = sorted(cfg.keys)
             if not keys:
                 raise ValueError("a resampled stream over an empty key subset")
-            rounds = -(-take * cfg.world_size // len(keys))
-            order = np.concatenate([rng.permutation(len(keys)) for _ in range(rounds)])
-            mine = order[cfg.rank * take:(cfg.rank + 1) * take]
-            counts = np.bincount(mine, minlength=len(keys))
+            counts = np.bincount(deal(len(keys), take, cfg.rank, cfg.world_size, rng), minlength=len(keys))
             return cls(shards.urls(split), None, {keys[i]: int(c) for i, c in enumerate(counts) if c})
         records, urls = shards.shards(split), shards.urls(split)
         order = rng.permutation(len(records))

@@ -74,8 +74,12 @@ class WorkerGroupExecutor:
         self.checkpoint_meta = {"data_manifest_sha256": shards.digest(), "runtime": "ray",
                                 "workers": worker.world, "worker_group": pids, "ray_train_run": RUN_NAME}
 
+    @property
+    def num_samples(self) -> int:
+        return len(self.cache) if self.cache is not None else self.shards.count("train")
+
     def train(self, model: TreeVAE, *, subtree: int | None, epochs: int, desc: str,
-              subset: np.ndarray | None = None, phase: int = 0) -> dict[str, Any] | None:
+              subset: np.ndarray | None = None, phase: int = 0, kl_decay: float | None = None) -> dict[str, Any] | None:
         import torch.distributed as dist
 
         resume, tag = self.resume, {"phase": phase, "desc": desc}
@@ -90,7 +94,8 @@ class WorkerGroupExecutor:
                 raise RuntimeError("WorkerGroupExecutor.train: a subset needs the keys of the last leaf_probs call")
             keys = frozenset(k for k, keep in zip(self.keys, subset) if keep)
         stage = TreePhaseStage(self.model_cfg, model.tree.to_json(), {k: v.cpu() for k, v in model.state_dict().items()},
-                               subtree, self.optim, epochs=epochs, name=f"tree/{desc}")
+                               subtree, self.optim if kl_decay is None else replace(self.optim, kl_decay=kl_decay),
+                               epochs=epochs, name=f"tree/{desc}")
         data = StageData(self.shards.root, global_batch=self._batch(keys), keys=keys, seed=self.optim.seed + phase)
         timing: dict[str, Any] = {}
         export, metrics = run_stage(stage, data, self.worker, self.shards, resume=resume, tb=self.tb, tag=tag,

@@ -149,7 +149,12 @@ def schedule_lines(cfg: JobConfig, phases: list[PlannedPhase]) -> list[str]:
                 "fulltrain": f"the whole tree, once every {g.intermediate_fulltrain_every} splits",
                 "prune": "no training", "finetune": "the whole final tree"}[kind]
         epochs = "" if kind == "prune" else f" x {ps[0].epochs} epochs"
+        floor = getattr(cfg.optim, f"min_steps_{'intermediate' if kind == 'fulltrain' else kind}", 0)
+        if floor and kind != "prune":
+            what += f" (at least {floor} optimiser steps: small leaves get more epochs)"
         lines.append(f"  {len(ps):3d} {kind:9s}{epochs:14s} {what}")
+    if cfg.optim.kl_finetune == "reach_one" and "finetune" in kinds:
+        lines.append("      the fine-tune's KL weight reaches 1 by its last epoch (decay max(0.01, 1 / (epochs - 1)))")
     total = sum(p.epochs for p in phases)
     lines.append(f"  {len(phases)} phases, {total} epochs in all (a subtree's over its leaf's samples), "
                  f"final tree of {phases[-1].leaves} leaves")

@@ -172,9 +172,14 @@ def plan(cfg: JobConfig, name: str, ckpt: Path, sampler: dict[str, Any], spec: d
     if "generation" in modes:
         chunks += [Chunk(f"{name}/generation", "generation", idx, **common)
                    for idx in split_indices(num_samples, e.chunk_size)]
+        for w in e.guidance:  # the same draws at other guidance weights (w = sampler.w is the generation itself)
+            if w != sampler["w"]:
+                chunks += [Chunk(f"{name}/guidance/{w:g}", "generation", idx, **(common | {"sampler": sampler | {"w": w}}))
+                           for idx in split_indices(num_samples, e.chunk_size)]
     if "leaf" in modes:
+        draw = {"min_prob": e.leaf_min_prob if e.leaf_draw == "highprob" else None, "draws": e.leaf_draws}
         for leaf in Tree.load(ckpt / TREE).leaves:
-            chunks += [Chunk(f"{name}/leaf/{leaf}", "leaf", idx, leaf=leaf, features=e.leaf_fid, **common)
+            chunks += [Chunk(f"{name}/leaf/{leaf}", "leaf", idx, leaf=leaf, features=e.leaf_fid, **draw, **common)
                        for idx in split_indices(e.samples_per_leaf, e.chunk_size, start=(leaf + 1) * LEAF_INDEX_BASE)]
     if "recon" in modes:
         chunks += [Chunk(f"{name}/recon", "recon", idx, images=test_images[idx], **common)
@@ -189,15 +194,25 @@ def group(results) -> dict[str, Any]:
     return {k: merge_results(v) for k, v in by_key.items()}
 
 
-def summarize(name: str, merged: dict[str, Any], ref: FeatureStats, label: dict[str, str]) -> dict[str, Any]:
+def summarize(name: str, merged: dict[str, Any], ref: FeatureStats, label: dict[str, str],
+              sampler_w: float = 1.0, guidance: list[float] | None = None) -> dict[str, Any]:
     """FIDs and purity of one checkpoint from its merged chunk results."""
     out: dict[str, Any] = {}
     gen = merged.get(f"{name}/generation")
     if gen is not None:
         out["generation"] = {"n": gen.n, "label": label["generation"], "fid": frechet_distance(gen.stats["samples"], ref),
                              "fid_treevae": frechet_distance(gen.stats["treevae"], ref), "wall_s": gen.wall_s}
-        if gen.class_counts:
+        if gen.class_counts:  # routed from the prior: size-weighted over the leaves the draws reached
             out["generation"]["mean_purity"] = purity_report(gen.class_counts)["mean_purity"]
+            out["generation"]["mean_purity_treevae"] = purity_report(gen.class_counts_treevae)["mean_purity"]
+        sweep = {}
+        for w in guidance or []:
+            m = gen if w == sampler_w else merged.get(f"{name}/guidance/{w:g}")
+            if m is not None:
+                sweep[f"{w:g}"] = {"fid": frechet_distance(m.stats["samples"], ref),
+                                   "mean_purity": purity_report(m.class_counts)["mean_purity"] if m.class_counts else None}
+        if sweep:
+            out["guidance"] = {"n": gen.n, "label": label["generation"], "w": sweep}
     rec = merged.get(f"{name}/recon")
     if rec is not None:
         out["recon"] = {"n": rec.n, "label": label["recon"], "fid": frechet_distance(rec.stats["samples"], ref),
@@ -210,8 +225,43 @@ def summarize(name: str, merged: dict[str, Any], ref: FeatureStats, label: dict[
         counts = {l: m.class_counts[l] for l, m in leaves.items() if l in m.class_counts}
         if counts:
             entry["purity"] = purity_report(counts)
+            entry["purity_treevae"] = purity_report({l: m.class_counts_treevae[l] for l, m in leaves.items()
+                                                     if l in m.class_counts_treevae})["mean_purity"]
+        probs = [p for m in leaves.values() for p in m.leaf_probs]
+        if probs:  # high-probability draws: how probable the kept draws' leaves were
+            entry["draws"] = {"mean_leaf_prob": float(np.mean(probs)), "min_leaf_prob": float(np.min(probs))}
         out["leaf"] = entry
     return out
+
+
+def floor_chunks(cfg: JobConfig, spec: dict[str, Any], device: str) -> list[Chunk]:
+    """FID's floor: eval.num_samples real training images (never in the test reference), chosen by
+    eval.seed, as "reference" chunks keyed "floor"."""
+    train = load_split(cfg.data, "train")
+    n = min(cfg.eval.num_samples, len(train))
+    rows = np.sort(np.random.default_rng(cfg.eval.seed).choice(len(train), n, replace=False))
+    return [Chunk("floor", "reference", idx, spec, images=train.images[rows[idx]], device=device)
+            for idx in split_indices(n, cfg.eval.chunk_size)]
+
+
+def diagnostics(cfg: JobConfig, test, classifier: Path, n_classes: int, ckpt: Path, out_dir: Path) -> dict[str, Any]:
+    """The ceiling (the tree's purity on the real test images, by their leaf) and the purity
+    classifier's confusion on them, with its figure."""
+    from treediff.diffusion.trainer import load_denoiser
+    from treediff.eval.classifier import load_classifier, predict
+    from treediff.eval.diagnostics import confusion, confusion_figure, purity_ceiling
+    from treediff.eval.plots import save_figure
+
+    x_test = to_model_range(test.images)
+    predicted = predict(load_classifier(classifier), x_test).numpy()
+    _, tree_model = load_denoiser(ckpt)
+    ceiling = purity_ceiling(tree_model, x_test, test.labels, n_classes, predicted)
+    conf = confusion(test.labels, predicted, n_classes)
+    conf["figure"] = str(save_figure(confusion_figure(conf, list(test.classes or [])), out_dir / "confusion.png"))
+    print(f"[evaluate] ceiling: the tree's leaf purity on the {ceiling['n']} real test images {ceiling['mean_purity']:.3f} "
+          f"(per-leaf mean {ceiling['per_leaf_mean']:.3f}; as the classifier sees them "
+          f"{ceiling['classifier_mean_purity']:.3f}); classifier accuracy {conf['accuracy']:.3f}", flush=True)
+    return {"ceiling": ceiling, "confusion": conf}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -223,6 +273,15 @@ def markdown(report: dict[str, Any]) -> str:
                   f"dendrogram purity {tree['dendrogram_purity']:.3f}", ""]
     if report.get("classifier"):
         lines += [f"Purity classifier: test accuracy {report['classifier']['test_acc']:.3f}", ""]
+    if report.get("ceiling"):
+        c = report["ceiling"]
+        lines += [f"Ceiling: the tree's leaf purity on the {c['n']} real test images {c['mean_purity']:.3f} "
+                  f"(per-leaf mean {c['per_leaf_mean']:.3f}; with the classifier's labels {c['classifier_mean_purity']:.3f})", ""]
+    if report.get("confusion"):
+        lines += [f"Classifier confusion on the real test split: {report['confusion']['figure']}", ""]
+    if report.get("fid_floor"):
+        f = report["fid_floor"]
+        lines += [f"FID floor ({f['label']}): {f['what']}: {f['fid']:.2f}", ""]
     lines += ["| checkpoint | metric | diffusion | TreeVAE |", "|---|---|---|---|"]
     for name, r in report["checkpoints"].items():
         for mode in ("generation", "recon"):
@@ -236,7 +295,18 @@ def markdown(report: dict[str, Any]) -> str:
                         ([f"purity {p['purity']:.2f} (class {p['majority']}), entropy {p['entropy']:.2f}"] if p else [])
                 lines.append(f"| {name} | leaf {leaf} ({r['leaf']['samples_per_leaf']} samples) | {'; '.join(cells)} | |")
             if "purity" in r["leaf"]:
-                lines.append(f"| {name} | mean leaf purity | {r['leaf']['purity']['mean_purity']:.3f} | |")
+                lines.append(f"| {name} | per-leaf purity (mean) | {r['leaf']['purity']['mean_purity']:.3f} "
+                             f"| {r['leaf']['purity_treevae']:.3f} |")
+            if "purity_vs_ceiling" in r["leaf"]:
+                lines.append(f"| {name} | per-leaf purity / ceiling | {r['leaf']['purity_vs_ceiling']:.3f} | |")
+        if "mean_purity" in r.get("generation", {}):
+            g = r["generation"]
+            lines.append(f"| {name} | routed purity (generation) | {g['mean_purity']:.3f} | {g['mean_purity_treevae']:.3f} |")
+            if "purity_vs_ceiling" in g:
+                lines.append(f"| {name} | routed purity / ceiling | {g['purity_vs_ceiling']:.3f} | |")
+        for w, v in (r.get("guidance") or {}).get("w", {}).items():
+            purity = f", purity {v['mean_purity']:.3f}" if v["mean_purity"] is not None else ""
+            lines.append(f"| {name} | guidance w = {w}: {r['guidance']['label']}{purity} | {v['fid']:.2f} | |")
     return "\n".join(lines) + "\n"
 
 
@@ -272,6 +342,8 @@ def _run(cfg: JobConfig, plain: dict) -> dict[str, Any]:
     for name, ckpt in found.items():
         chunks += plan(cfg, name, ckpt, asdict(cfg.sampler), spec, e.seed, e.modes, e.num_samples,
                        test.images[:n_recon], classifier, n_classes, farm.device)
+    if e.floor and "generation" in e.modes:
+        chunks += floor_chunks(cfg, spec, farm.device)
     start = time.perf_counter()
     merged = group(farm.run(chunks, "evaluate"))
     wall = time.perf_counter() - start
@@ -286,15 +358,35 @@ def _run(cfg: JobConfig, plain: dict) -> dict[str, Any]:
                               "checkpoints": {}}
     out_dir = run_dir / "eval"
     tb = TBLogger(run_dir / "tb" / "eval")
+    if "floor" in merged:
+        report["fid_floor"] = {"n": merged["floor"].n, "label": label["generation"],
+                               "fid": frechet_distance(merged["floor"].stats["samples"], ref),
+                               "what": f"{merged['floor'].n} held-out real images (training split) against the same reference"}
+        print(f"[evaluate] FID floor: {report['fid_floor']['what']}: {report['fid_floor']['fid']:.2f}", flush=True)
+    if classifier is not None:
+        report |= diagnostics(cfg, test, classifier, n_classes, next(iter(found.values())), out_dir)
     for name in found:
-        r = summarize(name, merged, ref, label)
+        r = summarize(name, merged, ref, label, cfg.sampler.w, e.guidance)
         report["checkpoints"][name] = r
+        ceiling = (report.get("ceiling") or {})
+        if "mean_purity" in r.get("generation", {}) and ceiling:
+            r["generation"]["purity_vs_ceiling"] = r["generation"]["mean_purity"] / ceiling["mean_purity"]
+        if "purity" in r.get("leaf", {}) and ceiling:
+            r["leaf"]["purity_vs_ceiling"] = r["leaf"]["purity"]["mean_purity"] / ceiling["per_leaf_mean"]
         for mode in ("generation", "recon"):
             if mode in r:
                 tb.scalars({f"eval/{name}/{mode}/fid{r[mode]['n']}": r[mode]["fid"],
                             f"eval/{name}/{mode}/fid{r[mode]['n']}_treevae": r[mode]["fid_treevae"]}, 0)
                 print(f"[evaluate] {name} {mode}: {r[mode]['label']}: diffusion {r[mode]['fid']:.2f}, "
                       f"TreeVAE {r[mode]['fid_treevae']:.2f}", flush=True)
+        g = r.get("generation", {})
+        if "mean_purity" in g:
+            vs = f" = {g['purity_vs_ceiling']:.2f} x the ceiling" if "purity_vs_ceiling" in g else ""
+            print(f"[evaluate] {name} routed purity {g['mean_purity']:.3f}{vs} (TreeVAE decodings "
+                  f"{g['mean_purity_treevae']:.3f})", flush=True)
+        for w, v in (r.get("guidance") or {}).get("w", {}).items():
+            purity = f"purity {v['mean_purity']:.3f}, " if v["mean_purity"] is not None else ""
+            print(f"[evaluate] {name} guidance w = {w}: {purity}FID {v['fid']:.2f}", flush=True)
         if "purity" in r.get("leaf", {}):
             pr = r["leaf"]["purity"]
             tb.scalars({f"eval/{name}/leaf/mean_purity": pr["mean_purity"]}, 0)

@@ -76,6 +76,7 @@ class PipelineConfig:
 
 EVAL_MODES = ("generation", "leaf", "recon")
 EXTRACTOR_NAMES = ("inception", "pixels")
+LEAF_DRAWS = ("highprob", "forced")
 
 
 def _positive(section: str, obj, names: tuple[str, ...], minimum: int = 1) -> None:
@@ -107,6 +108,14 @@ class EvalConfig:
     classifier_epochs: int = 10
     classifier_lr: float = 0.001
     classifier_batch: int = 64
+    # leaf mode: each sample from a prior draw the tree routes to that leaf with P(leaf) >= leaf_min_prob
+    # (the first of leaf_draws draws, else the most probable of them): "highprob"; or any prior draw with
+    # the leaf forced onto it: "forced"
+    leaf_draw: str = "highprob"
+    leaf_min_prob: float = 0.5
+    leaf_draws: int = 64
+    floor: bool = True  # FID's floor: num_samples held-out real (training) images against the same reference
+    guidance: list[float] = field(default_factory=list)  # a sweep of the guidance weight w: purity and FID per w
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in EVAL_MODES]
@@ -119,6 +128,13 @@ class EvalConfig:
         _positive("eval", self, ("num_recon", "classifier_epochs"), 0)
         if self.num_recon == 1:
             raise ValueError("eval.num_recon: FID needs at least 2 images (0 means the whole test split)")
+        if self.leaf_draw not in LEAF_DRAWS:
+            raise ValueError(f"eval.leaf_draw: must be one of {list(LEAF_DRAWS)}, got {self.leaf_draw!r}")
+        if not 0.0 <= self.leaf_min_prob <= 1.0:
+            raise ValueError(f"eval.leaf_min_prob: must be in [0, 1], got {self.leaf_min_prob}")
+        _positive("eval", self, ("leaf_draws",), 1)
+        if any(w < 0 for w in self.guidance):
+            raise ValueError(f"eval.guidance: guidance weights must be >= 0, got {list(self.guidance)}")
 
 
 @dataclass

@@ -52,8 +52,28 @@ def test_pipeline_ends_with_an_evaluation_report(pipeline_run):
         purity = r["leaf"]["purity"]
         assert sorted(purity["leaves"]) == leaves and all(v["n"] == 8 for v in purity["leaves"].values())
         assert 0 < purity["mean_purity"] <= 1 and sorted(r["leaf"]["fid"]) == leaves
+        # the diagnostics: decodings' purity, high-probability draws, purity against the ceiling, the guidance sweep
+        assert 0 < r["leaf"]["purity_treevae"] <= 1 and 0 < r["generation"]["mean_purity_treevae"] <= 1
+        assert 0 < r["leaf"]["draws"]["min_leaf_prob"] <= r["leaf"]["draws"]["mean_leaf_prob"] <= 1
+        assert r["leaf"]["purity_vs_ceiling"] == pytest.approx(purity["mean_purity"] / ev["ceiling"]["per_leaf_mean"])
+        assert r["generation"]["purity_vs_ceiling"] == pytest.approx(
+            r["generation"]["mean_purity"] / ev["ceiling"]["mean_purity"])
+        sweep = r["guidance"]["w"]
+        assert sorted(sweep) == ["0", "1"] and sweep["1"]["fid"] == pytest.approx(r["generation"]["fid"])
+        assert all(v["fid"] > 0 and 0 < v["mean_purity"] <= 1 for v in sweep.values())
+    # the ceiling is the tree's own purity on the real test images (the grow job's leaf purity)
+    assert ev["ceiling"]["mean_purity"] == pytest.approx(report["tree"]["leaf_purity"])
+    assert ev["ceiling"]["n"] == 360  # the whole digits test split
+    conf = ev["confusion"]
+    matrix = conf["matrix"]
+    assert len(matrix) == 10 and sum(map(sum, matrix)) == ev["ceiling"]["n"]
+    assert conf["accuracy"] == pytest.approx(ev["classifier"]["test_acc"])
+    assert (run_dir / "eval" / "confusion.png").stat().st_size > 1000
+    floor = ev["fid_floor"]
+    assert floor["n"] == 32 and 0 < floor["fid"] < r["generation"]["fid_treevae"]  # real images beat the decodings
     md = (run_dir / "eval" / "report.md").read_text()
-    assert f"NMI {report['tree']['nmi']:.3f}" in md and "mean leaf purity" in md
+    assert f"NMI {report['tree']['nmi']:.3f}" in md and "per-leaf purity (mean)" in md
+    assert "Ceiling:" in md and "FID floor" in md and "guidance w = 0" in md
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["eval"]["path"]["generation"]["fid"] == pytest.approx(ev["checkpoints"]["path"]["generation"]["fid"])
     assert (run_dir / "eval" / "purity_path.png").stat().st_size > 1000

@@ -70,3 +70,33 @@ def test_bad_chunks_are_refused():
         Chunk("k", "generation", [0], {"name": "pixels"})
     with pytest.raises(ValueError, match="chunk_size"):
         split_indices(4, 0)
+
+
+def test_high_probability_leaf_draws_come_from_the_leaf_itself(tiny):
+    from treediff.diffusion.model import leaf_condition
+    from treediff.eval.generate import generate_leaf
+
+    _, denoiser, tree_model = tiny
+    leaf = 6
+    g = sample_generator(0, 0)
+    cond, p = leaf_condition(tree_model, leaf, g, min_prob=0.3, draws=64)
+    # the kept draw is one of 64 prior draws (same generator state), the first routed to the leaf with p >= 0.3
+    out = tree_model.generate(64, generator=sample_generator(0, 0))
+    probs = out.leaf_probs[:, out.leaves.index(leaf)]
+    above = (probs >= 0.3).nonzero(as_tuple=True)[0]
+    row = int(above[0]) if len(above) else int(probs.argmax())
+    assert p == pytest.approx(float(probs[row]))
+    torch.testing.assert_close(cond.x_hat, out.images[leaf][row:row + 1])
+    path = tree_model.tree.path(leaf)
+    n = int(cond.mask.sum())
+    for k in range(n):  # the path latents are that draw's prior samples
+        node = int(cond.node_ids[0, k])
+        torch.testing.assert_close(cond.z_path[0, k], out.z[node][row].flatten())
+    assert [int(i) for i in cond.node_ids[0, :n]] == path
+    with pytest.raises(ValueError, match="not a leaf"):
+        leaf_condition(tree_model, 0, g)
+    x, x_hat, leaves, kept = generate_leaf(denoiser, tree_model, SamplerConfig(steps=3), 0, [0, 1, 2], leaf, 0.3, 16)
+    assert leaves.tolist() == [leaf] * 3 and x.shape == (3, 1, 8, 8) and kept.shape == (3,)
+    # an impossible threshold keeps the most probable draw instead
+    _, p_max = leaf_condition(tree_model, leaf, sample_generator(0, 0), min_prob=1.0, draws=64)
+    assert p_max == pytest.approx(float(probs.max()))

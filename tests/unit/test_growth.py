@@ -68,9 +68,14 @@ class BalancedExecutor:
 
     def __init__(self, n: int = 600):
         self.n = n
+        self.trained = []  # (desc, epochs, kl_decay, samples) of every phase
 
-    def train(self, model, *, subtree, epochs, desc, subset=None, phase=0):
-        pass
+    @property
+    def num_samples(self):
+        return self.n
+
+    def train(self, model, *, subtree, epochs, desc, subset=None, phase=0, kl_decay=None):
+        self.trained.append((desc, epochs, kl_decay, self.n if subset is None else int(subset.sum())))
 
     def leaf_probs(self, model):
         k = len(model.tree.leaves)

@@ -186,6 +186,29 @@ def prior_condition(tree_model: TreeVAE, n: int, generator: torch.Generator | No
     return Condition(leaves, node_ids, z_path, mask, _select_images(out.images, leaves))
 
 
+@torch.no_grad()
+def leaf_condition(tree_model: TreeVAE, leaf: int, generator: torch.Generator | None = None, *,
+                   min_prob: float = 0.5, draws: int = 64) -> tuple[Condition, float]:
+    """Generation condition for one sample of `leaf` that the tree itself would route there.
+
+    Prior samples z_0 ~ N(0, I), z_i ~ p(z_i | z_pa) are drawn `draws` at a time; the first whose
+    generative routing probability of `leaf` is >= min_prob is kept (the reference's per-leaf
+    "highprob" figures), else the most probable of them. Unlike prior_condition(leaf=...), the
+    path's latents then belong to the leaf's own subtree, the paths the denoiser was trained on.
+    Returns (the condition, that draw's P(leaf))."""
+    tree_model.eval()
+    device = _tree_device(tree_model)
+    out = tree_model.generate(draws, generator=_generator_device(generator, device), device=device)
+    if leaf not in out.leaves:
+        raise ValueError(f"leaf_condition: {leaf} is not a leaf of the tree; its leaves are {out.leaves}")
+    p = out.leaf_probs[:, out.leaves.index(leaf)]
+    above = (p >= min_prob).nonzero(as_tuple=True)[0]
+    row = int(above[0]) if len(above) else int(p.argmax())
+    leaves = torch.tensor([leaf], device=device)
+    node_ids, z_path, mask = gather_paths(tree_model.tree, leaves, {i: z[row:row + 1] for i, z in out.z.items()})
+    return Condition(leaves, node_ids, z_path, mask, out.images[leaf][row:row + 1]), float(p[row])
+
+
 class TreeDenoiser(nn.Module):
     """eps-prediction U-Net conditioned on a frozen tree (see `DiffusionConfig.conditioning`)."""
 

@@ -8,8 +8,12 @@ Kinds:
   reference   real images (uint8 NHWC slice): their features
   generation  samples routed from the tree's prior: features of the denoised samples and of the
               TreeVAE's own decodings of the same prior draws; class histograms per routed leaf
-  leaf        samples with the leaf fixed to `leaf`: features and the class histogram of that leaf
+  leaf        samples of the leaf `leaf`: features and the class histogram of that leaf; from
+              high-probability prior draws (min_prob set: the draw's P(leaf) >= min_prob), or
+              with the leaf forced onto any prior draw (min_prob None)
   recon       reconstructions of real images (uint8 NHWC slice) through their posterior path
+Generation and leaf chunks also count the classifier's classes of the TreeVAE's own decodings
+(class_counts_treevae), so the report can tell the tree's part of the impurity from the denoiser's.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from ..data.tensors import to_model_range
 from ..diffusion.config import SamplerConfig
 from ..metrics.features import Extractor, to_uint8_rgb
 from ..metrics.fid import FeatureStats, merge
-from .generate import generate, reconstruct
+from .generate import generate, generate_leaf, reconstruct
 
 KINDS = ("reference", "generation", "leaf", "recon")
 PREVIEW = 8  # samples per leaf kept for the purity plot
@@ -46,6 +50,8 @@ class Chunk:
     n_classes: int = 0
     features: bool = True  # False: only the classifier's histograms (leaf purity without FID)
     device: str = "cpu"
+    min_prob: float | None = None  # leaf chunks: keep prior draws with P(leaf) >= min_prob (None: force the leaf)
+    draws: int = 64  # leaf chunks: prior draws per sample to find one
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -62,6 +68,8 @@ class ChunkResult:
     n: int
     stats: dict[str, FeatureStats]  # "samples" (and "treevae" for generation/recon)
     class_counts: dict[int, np.ndarray] = field(default_factory=dict)  # leaf -> predicted-class histogram
+    class_counts_treevae: dict[int, np.ndarray] = field(default_factory=dict)  # the same, of the TreeVAE decodings
+    leaf_probs: list[float] = field(default_factory=list)  # leaf chunks from high-probability draws: each draw's P(leaf)
     preview: dict[int, torch.Tensor] = field(default_factory=dict)  # leaf -> a few uint8 samples
     wall_s: float = 0.0
     process: str = ""  # host:pid of the process that ran it
@@ -114,6 +122,9 @@ def run_chunk(chunk: Chunk) -> ChunkResult:
     if chunk.kind == "recon":
         x, x_hat, leaves = reconstruct(denoiser, tree_model, sampler, chunk.seed, chunk.indices,
                                        to_model_range(chunk.images))
+    elif chunk.kind == "leaf" and chunk.min_prob is not None:
+        x, x_hat, leaves, probs = generate_leaf(denoiser, tree_model, sampler, chunk.seed, chunk.indices, chunk.leaf,
+                                                chunk.min_prob, chunk.draws)
     else:
         leaf = chunk.leaf if chunk.kind == "leaf" else None
         x, x_hat, leaves = generate(denoiser, tree_model, sampler, chunk.seed, chunk.indices, leaf=leaf)
@@ -122,12 +133,16 @@ def run_chunk(chunk: Chunk) -> ChunkResult:
     if chunk.features and chunk.kind in ("generation", "recon"):
         stats["treevae"] = FeatureStats.of(extract(to_uint8_rgb(x_hat)))
     result = ChunkResult(chunk.key, len(chunk.indices), stats)
+    if chunk.kind == "leaf" and chunk.min_prob is not None:
+        result.leaf_probs = probs.tolist()
     if chunk.classifier and chunk.kind in ("generation", "leaf"):
         from .classifier import predict
-        predicted = predict(_classifier(chunk.classifier, chunk.device), x).numpy()
+        classifier = _classifier(chunk.classifier, chunk.device)
+        predicted, predicted_treevae = predict(classifier, x).numpy(), predict(classifier, x_hat).numpy()
         for leaf in sorted(set(leaves.tolist())):
             rows = (leaves == leaf).numpy()
             result.class_counts[leaf] = np.bincount(predicted[rows], minlength=chunk.n_classes)
+            result.class_counts_treevae[leaf] = np.bincount(predicted_treevae[rows], minlength=chunk.n_classes)
             result.preview[leaf] = images[torch.from_numpy(rows)][:PREVIEW]
     return _stamped(result, start)
 
@@ -142,6 +157,8 @@ class Merged:
     class_counts: dict[int, np.ndarray]
     preview: dict[int, torch.Tensor]
     wall_s: float
+    class_counts_treevae: dict[int, np.ndarray] = field(default_factory=dict)
+    leaf_probs: list[float] = field(default_factory=list)
 
 
 def merge_results(results: list[ChunkResult]) -> Merged:
@@ -149,14 +166,18 @@ def merge_results(results: list[ChunkResult]) -> Merged:
         raise ValueError("no chunk results to merge")
     stats = {name: merge([r.stats[name] for r in results]) for name in results[0].stats}
     counts: dict[int, np.ndarray] = {}
+    counts_treevae: dict[int, np.ndarray] = {}
     preview: dict[int, list[torch.Tensor]] = {}
     for r in results:
         for leaf, c in r.class_counts.items():
             counts[leaf] = counts.get(leaf, 0) + c
+        for leaf, c in r.class_counts_treevae.items():
+            counts_treevae[leaf] = counts_treevae.get(leaf, 0) + c
         for leaf, p in r.preview.items():
             preview.setdefault(leaf, []).append(p)
     return Merged(results[0].key, sum(r.n for r in results), stats, counts,
-                  {leaf: torch.cat(ps)[:PREVIEW] for leaf, ps in preview.items()}, sum(r.wall_s for r in results))
+                  {leaf: torch.cat(ps)[:PREVIEW] for leaf, ps in preview.items()}, sum(r.wall_s for r in results),
+                  counts_treevae, [p for r in results for p in r.leaf_probs])
 
 
 def split_indices(n: int, chunk_size: int, start: int = 0) -> list[list[int]]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..diffusion.config import SamplerConfig
-from ..diffusion.model import Condition, TreeDenoiser, posterior_condition, prior_condition
+from ..diffusion.model import Condition, TreeDenoiser, leaf_condition, posterior_condition, prior_condition
 from ..diffusion.sampler import ddim_sample, ddpm_sample
 from ..vae.model import TreeVAE
 
@@ -53,6 +53,18 @@ def generate(denoiser: TreeDenoiser, tree_model: TreeVAE, sampler_cfg: SamplerCo
     gens = [sample_generator(seed, i) for i in indices]
     cond = Condition.cat([prior_condition(tree_model, 1, g, leaf=leaf) for g in gens])
     return denoise(denoiser, cond, sampler_cfg, gens), cond.x_hat.cpu(), cond.leaves.cpu()
+
+
+@torch.no_grad()
+def generate_leaf(denoiser: TreeDenoiser, tree_model: TreeVAE, sampler_cfg: SamplerConfig, seed: int,
+                  indices: list[int], leaf: int, min_prob: float, draws: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Samples `indices` of `leaf` from high-probability prior draws (diffusion.model.leaf_condition):
+    (images, TreeVAE decodings x_hat, leaves, each kept draw's P(leaf))."""
+    gens = [sample_generator(seed, i) for i in indices]
+    kept = [leaf_condition(tree_model, leaf, g, min_prob=min_prob, draws=draws) for g in gens]
+    cond = Condition.cat([c for c, _ in kept])
+    return denoise(denoiser, cond, sampler_cfg, gens), cond.x_hat.cpu(), cond.leaves.cpu(), torch.tensor([p for _, p in kept])
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 ACTIVATIONS = ("silu", "relu", "leaky_relu")
 ENCODERS = ("cnn1", "cnn2")
 LIKELIHOODS = ("bernoulli", "gaussian")
+KL_FINETUNE = ("phase", "reach_one")
 
 
 def _check(cond: bool, field_name: str, msg: str) -> None:
@@ -107,6 +108,13 @@ class OptimConfig:
     epochs_finetune: int = 200
     kl_start: float = 0.0
     kl_decay: float = 0.001
+    # floors in optimiser steps per phase kind (0: none): a phase trains at least this many steps,
+    # whatever the size of its data (treediff/vae/budget.py)
+    min_steps_initial: int = 0
+    min_steps_subtree: int = 0
+    min_steps_intermediate: int = 0
+    min_steps_finetune: int = 0
+    kl_finetune: str = "phase"  # phase: optim.kl_decay; reach_one: alpha reaches 1 by the fine-tune's end
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -118,3 +126,7 @@ class OptimConfig:
             _check(getattr(self, name) >= 0, f"optim.{name}", f"must be >= 0, got {getattr(self, name)}")
         _check(self.kl_start >= 0, "optim.kl_start", f"must be >= 0, got {self.kl_start}")
         _check(self.kl_decay >= 0, "optim.kl_decay", f"must be >= 0, got {self.kl_decay}")
+        for name in ("min_steps_initial", "min_steps_subtree", "min_steps_intermediate", "min_steps_finetune"):
+            _check(getattr(self, name) >= 0, f"optim.{name}", f"must be >= 0, got {getattr(self, name)}")
+        _check(self.kl_finetune in KL_FINETUNE, "optim.kl_finetune",
+               f"must be one of {KL_FINETUNE}, got {self.kl_finetune!r}")

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..tree import Tree
+from .budget import phase_epochs, phase_kl_decay, steps_per_epoch
 from .config import GrowthConfig, OptimConfig, TreeVAEConfig
 from .growth import choose_prune, choose_split, fulltrain_due
 from .losses import kl_weight
@@ -57,31 +58,32 @@ def _print_logger(event: str, data: dict[str, Any]) -> None:
 
 
 def train_epochs(model: TreeVAE, x: torch.Tensor, *, subtree: int | None, epochs: int, optim: OptimConfig,
-                 generator: torch.Generator, desc: str, log: Logger) -> list[dict[str, float]]:
+                 generator: torch.Generator, desc: str, log: Logger, kl_decay: float | None = None) -> list[dict[str, float]]:
     """Train the trainable part (whole tree, or the subtree at `subtree`) for some epochs.
 
-    A fresh Adam (L2 weight decay) + StepLR and a restarted KL annealing, as the reference does
-    at every phase. Returns per-epoch mean loss terms.
+    A fresh Adam (L2 weight decay) + StepLR and a restarted KL annealing (alpha grows by
+    `kl_decay`, default optim.kl_decay, per epoch), as the reference does at every phase. Each
+    epoch drops its partial last batch (budget.steps_per_epoch). Returns per-epoch mean loss terms.
     """
     params = model.set_trainable(subtree)
-    if epochs == 0 or not params:
+    if epochs == 0 or not params or len(x) < 2:  # (BatchNorm needs two samples)
         return []
     opt = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=optim.lr_step_epochs, gamma=0.1)
     n = len(x)
     bs = min(optim.batch_size, n)
+    batches = steps_per_epoch(n, bs)
+    decay = optim.kl_decay if kl_decay is None else kl_decay
     history = []
     model.train()
     bar = tqdm(range(epochs), desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0, disable=None)
     for epoch in bar:
-        alpha = kl_weight(epoch, optim.kl_start, optim.kl_decay)
+        alpha = kl_weight(epoch, optim.kl_start, decay)
         perm = torch.randperm(n, generator=generator)
         sums: dict[str, float] = {}
         steps = 0
-        for start in range(0, n, bs):
+        for start in range(0, batches * bs, bs):
             idx = perm[start:start + bs]
-            if len(idx) < 2:  # BatchNorm needs two samples; the reference drops the last batch too
-                continue
             out = model(x[idx], subtree=subtree)
             loss = out.loss(alpha)
             if not torch.isfinite(loss):
@@ -119,28 +121,34 @@ class InProcessExecutor:
     """Trains phases and computes leaf probabilities in this process, on images held in memory.
 
     The executor interface GrowthRun drives (cluster.growth.RayExecutor is the distributed one):
-      train(model, subtree, epochs, desc, subset, phase)
+      train(model, subtree, epochs, desc, subset, phase, kl_decay)
                                                    train in place; subset: bool mask over the
                                                    training samples (in leaf_probs' order) or None;
-                                                   phase: the number of the checkpoint it leads to.
+                                                   phase: the number of the checkpoint it leads to;
+                                                   kl_decay: the phase's KL annealing per epoch.
                                                    Returns what that checkpoint's meta records of
                                                    the training (or None): step_seconds (time in
                                                    the steps), trained_at (wall clock at the end)
       leaf_probs(model) -> (N, L) array            P(leaf | x) of every training sample
+      num_samples                                  N, the training samples
     """
 
     def __init__(self, x_train: torch.Tensor, optim: OptimConfig, log: Logger):
         self.x, self.optim, self.log = x_train, optim, log
         self.generator = torch.Generator().manual_seed(optim.seed)
 
+    @property
+    def num_samples(self) -> int:
+        return len(self.x)
+
     def train(self, model: TreeVAE, *, subtree: int | None, epochs: int, desc: str,
-              subset: np.ndarray | None = None, phase: int = 0) -> dict[str, Any] | None:
+              subset: np.ndarray | None = None, phase: int = 0, kl_decay: float | None = None) -> dict[str, Any] | None:
         if epochs == 0:
             return None
         x = self.x if subset is None else self.x[torch.as_tensor(np.flatnonzero(subset))]
         t0 = time.perf_counter()
         train_epochs(model, x, subtree=subtree, epochs=epochs, optim=self.optim, generator=self.generator, desc=desc,
-                     log=self.log)
+                     log=self.log, kl_decay=kl_decay)
         return {"step_seconds": time.perf_counter() - t0, "trained_at": time.time(), "epochs": epochs}
 
     def leaf_probs(self, model: TreeVAE) -> np.ndarray:
@@ -194,10 +202,15 @@ class GrowthRun:
         return path
 
     def _phase(self, model: TreeVAE, state: GrowthState, kind: str, leaf: int | None = None,
-               extra: dict[str, Any] | None = None, **train: Any) -> Path:
-        """Train one phase with the executor, then save its checkpoint with what the executor
-        records of the training (e.g. the Ray task that ran it)."""
-        info = self.executor.train(model, phase=state.phase + 1, **train)
+               extra: dict[str, Any] | None = None, subset: np.ndarray | None = None, **train: Any) -> Path:
+        """Train one phase with the executor (its epochs and KL schedule from the budget: the
+        kind's epochs, raised to its floor in steps on the phase's samples), then save its
+        checkpoint with what the executor records of the training (e.g. the Ray task that ran it)."""
+        budget = "intermediate" if kind == "fulltrain" else kind
+        n = int(subset.sum()) if subset is not None else self.executor.num_samples
+        epochs = phase_epochs(self.optim, budget, n)
+        info = self.executor.train(model, phase=state.phase + 1, epochs=epochs, subset=subset,
+                                   kl_decay=phase_kl_decay(self.optim, budget, epochs), **train)
         return self._save(model, state, kind, leaf, {**(extra or {}), **(info or {})})
 
     def _resume(self) -> tuple[TreeVAE, GrowthState]:
@@ -239,12 +252,11 @@ class GrowthRun:
 
         ex = self.executor
         if state.phase < 0:
-            self._phase(model, state, "initial", subtree=None, epochs=o.epochs_initial, desc="initial")
+            self._phase(model, state, "initial", subtree=None, desc="initial")
 
         while not state.growth_done and state.splits < g.max_phases:
             if fulltrain_due(g.intermediate_fulltrain_every, state.splits, state.kind):
-                self._phase(model, state, "fulltrain", subtree=None, epochs=o.epochs_intermediate,
-                            desc=f"fulltrain@{state.splits}")
+                self._phase(model, state, "fulltrain", subtree=None, desc=f"fulltrain@{state.splits}")
             probs = ex.leaf_probs(model)
             leaves = model.tree.leaves
             decision = choose_split(probs, leaves, num_clusters=g.num_clusters_tree, min_samples=min_samples,
@@ -263,7 +275,7 @@ class GrowthRun:
             model.split(leaf)
             state.splits += 1
             self._phase(model, state, "subtree", leaf, {"decision": decision.to_dict(), "subset": int(subset.sum())},
-                        subtree=leaf, epochs=o.epochs_subtree, desc=f"subtree@{leaf}", subset=subset)
+                        subtree=leaf, desc=f"subtree@{leaf}", subset=subset)
         else:
             state.growth_done = True
 
@@ -272,7 +284,7 @@ class GrowthRun:
                 self._prune(model)
             self._save(model, state, "prune")
         if state.kind == "prune":
-            self._phase(model, state, "finetune", subtree=None, epochs=o.epochs_finetune, desc="finetune")
+            self._phase(model, state, "finetune", subtree=None, desc="finetune")
         model.set_trainable(None)
         model.eval()
         return model

@@ -1,0 +1,123 @@
+"""What the models produce, against baselines measured in the same run on the same splits.
+
+Clustering (default): the embedded default's tree (`treediff grow`, one process, one thread per
+run, `--jobs` runs at a time) over several seeds, scored on the test split (NMI, ACC, ARI, leaf
+count), beside k-means(10) fit on the training pixels and Ward on the pixels (treediff/metrics/baselines.py).
+
+    python bench/quality.py                          # seeds 1-5 of the embedded default (~6 min on 2 cores)
+    python bench/quality.py --seeds 1 2 3 --variant base= --variant ft="optim.kl_finetune=reach_one"
+                                                     # variants side by side, same seeds (a search)
+    python bench/quality.py --fmnist                 # + Fashion-MNIST (Debian's idx files, 20k train)
+
+Each variant's runs go to <--out>/<variant>/seed-<S> (kept: their metrics.json and logs) and one
+line per run is appended to <--out>/runs.jsonl, so a search can be read back afterwards.
+Targets (issue 14): median NMI over seeds 1-5 >= 0.80, every seed above k-means.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from statistics import median
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def grow(run_dir: Path, overrides: list[str], threads: int) -> dict:
+    """One in-process `treediff grow`; returns its test metrics and wall time."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(run_dir / "grow.log", "w") as out:
+        proc = subprocess.run([sys.executable, "-m", "jobs.cli", "grow", "cluster=inprocess", f"threads={threads}",
+                               f"run_dir={run_dir}", *overrides], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        tail = (run_dir / "grow.log").read_text()[-2000:]
+        return {"error": f"exit {proc.returncode}", "log_tail": tail, "wall_s": wall}
+    tree = json.loads((run_dir / "metrics.json").read_text())["tree"]
+    return {"nmi": tree["nmi"], "acc": tree["acc"], "ari": tree["ari"], "leaves": len(tree["leaf_sizes"]),
+            "leaf_purity": tree.get("leaf_purity"), "wall_s": wall}
+
+
+def baselines(data_overrides: list[str], limit_train: int | None = None) -> list[dict]:
+    from jobs.cli import compose
+    from jobs.data import load_split
+    from treediff.metrics.baselines import kmeans_baseline, ward_baseline
+
+    cfg = compose(data_overrides)[0]
+    train, test = load_split(cfg.data, "train"), load_split(cfg.data, "test")
+    x_train = train.images[:limit_train] if limit_train else train.images
+    rows = [kmeans_baseline(x_train, test.images, test.labels)]
+    if len(x_train) + len(test.images) <= 25_000:
+        rows.append(ward_baseline(x_train, test.images, test.labels))
+    return rows
+
+
+def run_variants(variants: dict[str, list[str]], seeds: list[int], out: Path, jobs: int, threads: int) -> dict:
+    cells = [(name, seed) for name in variants for seed in seeds]
+
+    def one(cell):
+        name, seed = cell
+        result = grow(out / name / f"seed-{seed}", [*variants[name], f"optim.seed={seed}"], threads)
+        record = {"variant": name, "overrides": variants[name], "seed": seed, **result}
+        with open(out / "runs.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"  {name:14s} seed {seed}: " + (f"NMI {result['nmi']:.3f}  ACC {result['acc']:.3f}  ARI {result['ari']:.3f}"
+              f"  leaves {result['leaves']}  {result['wall_s']:.0f} s" if "nmi" in result else result["error"]), flush=True)
+        return record
+
+    with ThreadPoolExecutor(jobs) as pool:
+        records = list(pool.map(one, cells))
+    return {name: [r for r in records if r["variant"] == name] for name in variants}
+
+
+def table(results: dict, base: list[dict], seeds: list[int]) -> None:
+    kmeans = next(b for b in base if b["method"].startswith("k-means"))
+    print(f"\n{'variant':14s} " + " ".join(f"{'s' + str(s):>6s}" for s in seeds)
+          + f" {'median':>7s} {'min':>6s} {'ACC med':>8s} {'ARI med':>8s} {'beats k-means':>14s} {'wall/run':>9s}")
+    for name, records in results.items():
+        ok = [r for r in records if "nmi" in r]
+        nmis = [r["nmi"] for r in ok]
+        cells = " ".join(f"{r['nmi']:6.3f}" if "nmi" in r else f"{'fail':>6s}" for r in records)
+        if not ok:
+            print(f"{name:14s} {cells}")
+            continue
+        beats = sum(v > kmeans["nmi"] for v in nmis)
+        print(f"{name:14s} {cells} {median(nmis):7.3f} {min(nmis):6.3f} {median(r['acc'] for r in ok):8.3f} "
+              f"{median(r['ari'] for r in ok):8.3f} {beats:>9d}/{len(records):<4d} "
+              f"{median(r['wall_s'] for r in ok):8.0f}s")
+    for b in base:
+        print(f"{b['method']:30s} NMI {b['nmi']:.3f}  ACC {b['acc']:.3f}  ARI {b['ari']:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDES",
+                    help="a named set of overrides (shell-quoted); repeatable; default: the embedded default")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("runs/bench-quality"))
+    ap.add_argument("--fmnist", action="store_true", help="also Fashion-MNIST (experiment=fashion_mnist)")
+    args = ap.parse_args()
+    variants = {}
+    for spec in args.variant or ["default="]:
+        name, _, overrides = spec.partition("=")
+        variants[name] = shlex.split(overrides)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"embedded default (digits), seeds {args.seeds}, {args.jobs} runs at a time; runs under {args.out}", flush=True)
+    base = baselines([])
+    results = run_variants(variants, args.seeds, args.out, args.jobs, args.threads)
+    print("\ntest NMI per seed (embedded default: 1,437 train / 360 test digits)")
+    table(results, base, args.seeds)
+
+
+if __name__ == "__main__":
+    main()

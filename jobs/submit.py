@@ -40,7 +40,7 @@ def _flags(args: list[str], names: tuple[str, ...], valued: tuple[str, ...] = ()
 
 
 def submit(argv: list[str]) -> int:
-    from .cli import JOBS, compose
+    from .registry import JOBS, compose
     if len(argv) < 2 or argv[0] not in ("slurm", "ray"):
         raise UsageError("usage: treediff submit slurm|ray <job> [overrides] [--dry-run] [--wait] [--address URL]")
     where, job = argv[0], argv[1]
@@ -153,7 +153,7 @@ def logs(argv: list[str]) -> int:
 
 def monitor(argv: list[str]) -> int:
     from cluster import monitor as tb
-    from .cli import compose
+    from .registry import compose
     cfg, _ = compose(argv)
     proc, url = tb.start(Path(cfg.run_dir) / "tb", cfg.monitor.host, cfg.monitor.port)
     port = int(url.rsplit(":", 1)[1].strip("/"))

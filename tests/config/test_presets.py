@@ -48,6 +48,7 @@ def test_full_preset_reproduces_the_reference(name):
     assert (o.batch_size, o.lr, o.weight_decay, o.lr_step_epochs, o.seed) == (batch, 1e-3, 1e-5, 100, 42)
     assert (o.epochs_initial, o.epochs_subtree, o.epochs_intermediate, o.epochs_finetune) == epochs
     assert (o.kl_start, o.kl_decay) == KL[name]
+    assert o.kl_finetune == "reach_one" and (o.min_steps_subtree, o.min_steps_finetune) == (0, 0)  # the reference's
     g = cfg.growth
     assert (g.initial_depth, g.num_clusters_tree, g.max_depth, g.prune, g.intermediate_fulltrain_every) == (
         1, 10, 6, True, every)

@@ -163,8 +163,9 @@ def train_classifier(cfg: JobConfig, plain: dict, test) -> Path | None:
 
 def plan(cfg: JobConfig, name: str, ckpt: Path, sampler: dict[str, Any], spec: dict[str, Any], seed: int,
          modes: list[str], num_samples: int, test_images: np.ndarray | None, classifier: Path | None,
-         n_classes: int, device: str) -> list[Chunk]:
-    """The chunks of one checkpoint's evaluation (keys: "<name>/<mode>" and "<name>/leaf/<leaf>")."""
+         n_classes: int, device: str, guidance: list[float] | None = None) -> list[Chunk]:
+    """The chunks of one checkpoint's evaluation (keys: "<name>/<mode>", "<name>/leaf/<leaf>" and,
+    for each guidance weight of `guidance` other than the sampler's, "<name>/guidance/<w>")."""
     e = cfg.eval
     common = {"extractor": spec, "seed": seed, "checkpoint": str(ckpt), "sampler": sampler,
               "classifier": str(classifier) if classifier else None, "n_classes": n_classes, "device": device}
@@ -172,7 +173,7 @@ def plan(cfg: JobConfig, name: str, ckpt: Path, sampler: dict[str, Any], spec: d
     if "generation" in modes:
         chunks += [Chunk(f"{name}/generation", "generation", idx, **common)
                    for idx in split_indices(num_samples, e.chunk_size)]
-        for w in e.guidance:  # the same draws at other guidance weights (w = sampler.w is the generation itself)
+        for w in guidance or []:  # the same draws at other guidance weights (w = sampler.w is the generation itself)
             if w != sampler["w"]:
                 chunks += [Chunk(f"{name}/guidance/{w:g}", "generation", idx, **(common | {"sampler": sampler | {"w": w}}))
                            for idx in split_indices(num_samples, e.chunk_size)]
@@ -341,7 +342,7 @@ def _run(cfg: JobConfig, plain: dict) -> dict[str, Any]:
     chunks = []
     for name, ckpt in found.items():
         chunks += plan(cfg, name, ckpt, asdict(cfg.sampler), spec, e.seed, e.modes, e.num_samples,
-                       test.images[:n_recon], classifier, n_classes, farm.device)
+                       test.images[:n_recon], classifier, n_classes, farm.device, guidance=e.guidance)
     if e.floor and "generation" in e.modes:
         chunks += floor_chunks(cfg, spec, farm.device)
     start = time.perf_counter()

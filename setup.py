@@ -19,8 +19,9 @@ RUNTIME = [
     "pillow==13.0.0",
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
+    "jinja2==3.1.6",  # the report page (treediff/report/templates)
 ]
-TEST = ["pytest==9.2.0", "pytest-timeout==2.4.0"]
+TEST = ["pytest==9.2.0", "pytest-timeout==2.4.0", "playwright==1.63.0"]  # playwright drives Debian's chromium
 
 setup(
     name="treediff",
@@ -29,7 +30,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["treediff*", "cluster*", "jobs*"]),
     include_package_data=True,
-    package_data={"jobs": ["../configs/**/*.yaml"]},
+    package_data={"jobs": ["../configs/**/*.yaml"], "treediff.report": ["templates/*.j2"]},
     install_requires=RUNTIME,
     extras_require={"test": TEST},
     entry_points={"console_scripts": ["treediff=jobs.cli:main"]},

@@ -55,6 +55,8 @@ class TrainerConfig:
     stop_request: str = ""  # a file whose existence asks the run to checkpoint and stop (`treediff stop`)
     rendezvous: str = "auto"  # auto: a file store (no TCP listener) on a local cluster, env:// on a real one
     timeout_s: int = 900  # collective timeout
+    log_dir: str = ""  # ("": <storage_path>/logs) each worker's whole output (cluster/console.py); the console shows the project's lines
+    verbose: bool = False  # true: Ray's and the workers' own output on the console too (`treediff <job> --verbose`)
 
     def __post_init__(self) -> None:
         for name in ("num_workers", "cpus_per_worker", "grad_accum", "sync_every", "timeout_s"):

@@ -11,6 +11,7 @@ at the epoch after the last checkpoint. Rank 0 writes TensorBoard scalars per ep
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -112,6 +113,10 @@ def ray_rank() -> int:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Every worker's entry point: runs `config["loop"]` (one stage, or the whole tree growth),
     unless an earlier worker of this run already stopped it for good (the stop file)."""
+    t: TrainerConfig = config["trainer"]
+    if not t.verbose:  # this worker's whole output to its log file; the driver shows rank 0's project lines
+        from .console import redirect_output, worker_log
+        redirect_output(worker_log(t.log_dir, config["run_name"], ray_rank()))
     stop = Path(config["stop_file"])
     if stop.exists():
         raise StageFailed(stop.read_text())
@@ -355,6 +360,9 @@ def run_stage(stage: Stage, data: StageData, worker: Worker, shards: ShardSet, *
         metrics |= {"epoch": epoch, "lr": sched.get_last_lr()[0],
                     "images_per_s": sums.count * micro * world / max(seconds, 1e-9)}
         history.append(metrics.get("loss", float("nan")))
+        if rank == 0:
+            from .console import progress
+            progress(stage.name, epoch + 1, stage.epochs)
         if record_losses:
             metrics["step_losses"] = torch.stack(step_losses).tolist() if step_losses else []
         if tb is not None:
@@ -467,6 +475,7 @@ def fit_loop(loop, loop_config: dict[str, Any], trainer: TrainerConfig, *, name:
     storage.mkdir(parents=True, exist_ok=True)
     if trainer.stop_request:  # the workers' working directory is not the driver's
         trainer = replace(trainer, stop_request=str(Path(trainer.stop_request).resolve()))
+    trainer = replace(trainer, log_dir=str(Path(trainer.log_dir).resolve() if trainer.log_dir else storage / "logs"))
     scaling = ScalingConfig(num_workers=trainer.num_workers, use_gpu=trainer.use_gpu,
                             resources_per_worker={"CPU": trainer.cpus_per_worker,
                                                   **({"GPU": 1} if trainer.use_gpu else {})})
@@ -476,14 +485,18 @@ def fit_loop(loop, loop_config: dict[str, Any], trainer: TrainerConfig, *, name:
     stop = stop_file(storage, name)
     stop.unlink(missing_ok=True)  # a new run: the user may have fixed what stopped the last one
     paused_file(stop).unlink(missing_ok=True)
-    config = loop_config | {"loop": loop, "trainer": trainer, "stop_file": str(stop)}
+    config = loop_config | {"loop": loop, "trainer": trainer, "stop_file": str(stop), "run_name": name}
+    from .console import Follower, worker_log
+    logs = "" if trainer.verbose else f"; worker logs {worker_log(trainer.log_dir, name, 0).with_name(f'{name}-rank*.log')}"
+    follow = contextlib.nullcontext() if trainer.verbose else Follower(worker_log(trainer.log_dir, name, 0))
     try:
-        result = TorchTrainer(train_loop_per_worker, train_loop_config=config, scaling_config=scaling,
-                              run_config=run, torch_config=tc).fit()
+        with follow:
+            result = TorchTrainer(train_loop_per_worker, train_loop_config=config, scaling_config=scaling,
+                                  run_config=run, torch_config=tc).fit()
     except Exception as e:  # TrainingFailedError and friends: surface the worker's own message
-        raise StageFailed(f"{what}: {_root_message(e)} (Ray Train run {storage / name})") from e
+        raise StageFailed(f"{what}: {_root_message(e)} (Ray Train run {storage / name}{logs})") from e
     if result.error is not None:
-        raise StageFailed(f"{what}: {_root_message(result.error)} (Ray Train run {storage / name})")
+        raise StageFailed(f"{what}: {_root_message(result.error)} (Ray Train run {storage / name}{logs})")
     if paused_file(stop).exists():
         raise JobStopped(f"{paused_file(stop).read_text()}; checkpoint {result.checkpoint.path}; re-run the same "
                          f"command to resume")

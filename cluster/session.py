@@ -16,7 +16,9 @@ def local_env(cfg: ClusterConfig) -> dict[str, str]:
     raylet, workers, agents) to loopback; `ray.init(_node_ip_address="127.0.0.1")` alone is
     resolved to the machine's external address. gloo is pinned to the loopback interface.
     """
-    env = {"RAY_AUTH_MODE": "token"}
+    # Ray Train V2 routes the workers' print() through its logger as well (every line twice in a
+    # worker's log file, cluster/console.py): plain prints
+    env = {"RAY_AUTH_MODE": "token", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     if cfg.node_ip.startswith("127."):
         env |= {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo"}
     return env
@@ -54,19 +56,29 @@ def _sync_ray_constant() -> None:
 
 
 @contextmanager
-def ray_session(cfg: ClusterConfig):
-    """ray.init for the duration of the block; shut down only what this block started."""
+def ray_session(cfg: ClusterConfig, log_dir: str | None = None, verbose: bool = True):
+    """ray.init for the duration of the block; shut down only what this block started.
+
+    verbose=False: the tasks' and actors' output (Ray Train's controller, the farm) stays in the
+    Ray session's logs, linked as `<log_dir>/ray`, and the driver logs only Ray's warnings
+    (cluster/console.py: the workers' output goes to `<log_dir>`)."""
+    import logging
+
     import ray
 
     if ray.is_initialized():
         yield False
         return
     previous = prepare_environment(cfg)
+    quiet = {} if verbose else {"logging_level": logging.WARNING}
     if cfg.address:
-        ray.init(address=cfg.address, log_to_driver=True)
+        ctx = ray.init(address=cfg.address, log_to_driver=verbose, **quiet)
     else:
-        ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(), _node_ip_address=cfg.node_ip,
-                 include_dashboard=False, runtime_env={"env_vars": local_env(cfg)}, log_to_driver=True)
+        ctx = ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(), _node_ip_address=cfg.node_ip,
+                       include_dashboard=False, runtime_env={"env_vars": local_env(cfg)}, log_to_driver=verbose, **quiet)
+    if log_dir:
+        from .console import link_ray_logs
+        link_ray_logs(log_dir, (getattr(ctx, "address_info", None) or {}).get("session_dir"))
     try:
         yield True
     finally:

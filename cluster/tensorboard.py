@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from treediff.report.figures import tree_figure  # noqa: F401  (drawn for TensorBoard too)
+
 
 class TBLogger:
     def __init__(self, logdir: str | Path):
@@ -41,36 +43,6 @@ class TBLogger:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def tree_figure(tree, sizes: dict[int, int] | None = None):
-    """The tree as a matplotlib figure: nodes by heap id, leaves annotated with their sizes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    nodes = tree.bfs()
-    depth = {i: (i + 1).bit_length() - 1 for i in nodes}
-    leaves = tree.leaves
-    x: dict[int, float] = {leaf: float(k) for k, leaf in enumerate(leaves)}
-    for i in sorted(nodes, key=lambda n: -depth[n]):
-        kids = tree.children(i)
-        if kids:
-            x[i] = sum(x[c] for c in kids) / len(kids)
-    fig, ax = plt.subplots(figsize=(max(4, len(leaves) * 0.9), 1 + 0.9 * max(depth.values())))
-    for i in nodes:
-        for c in tree.children(i):
-            ax.plot([x[i], x[c]], [-depth[i], -depth[c]], color="grey", lw=1)
-    for i in nodes:
-        label = str(i) if i not in leaves or not sizes else f"{i}\n{sizes.get(i, 0)}"
-        ax.text(x[i], -depth[i], label, ha="center", va="center", fontsize=8,
-                bbox=dict(boxstyle="round", fc="lightyellow" if i in leaves else "white", ec="grey"))
-    ax.set_axis_off()
-    ax.set_xlim(-0.7, len(leaves) - 0.3)
-    ax.set_ylim(-max(depth.values()) - 0.6, 0.6)
-    fig.tight_layout()
-    return fig
 
 
 def growth_logger(tb: TBLogger):

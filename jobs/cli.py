@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import JobError  # noqa: F401  (re-exported: tests and callers import it from here)
-from .registry import CLUSTER_COMMANDS, CONFIG_DIR, JOBS, STOPPED, compose  # noqa: F401  (re-exported)
+from .registry import CLUSTER_COMMANDS, CONFIG_DIR, JOBS, STOPPED, TOOLS, compose  # noqa: F401  (re-exported)
 
 
 def _usage() -> str:
@@ -19,6 +19,7 @@ def _usage() -> str:
              "", "jobs:"]
     lines += [f"  {name:10s} {text}" for name, text in JOBS.items()]
     lines += ["", "on a cluster:"] + [f"  {name:10s} {text}" for name, text in CLUSTER_COMMANDS.items()]
+    lines += ["", "on a run directory:"] + [f"  {name:10s} {text}" for name, text in TOOLS.items()]
     return "\n".join(lines)
 
 
@@ -91,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         except (JobError, ValueError, FileNotFoundError, ConnectionError, TimeoutError, RuntimeError) as e:
             print(f"treediff {job}: error: {e}", file=sys.stderr)
             return 2
+    if job in TOOLS:
+        from . import report
+        try:
+            return report.main(overrides)
+        except (JobError, ValueError, FileNotFoundError) as e:
+            print(f"treediff {job}: error: {e}", file=sys.stderr)
+            return 2
     if job not in JOBS:
         print(f"treediff: unknown job {job!r}\n\n{_usage()}", file=sys.stderr)
         return 2
@@ -99,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             import yaml
             print(yaml.safe_dump(compose([o for o in overrides if o != "--cfg"])[1], sort_keys=False))
             return 0
+        if "--verbose" in overrides:  # Ray's and the workers' own output on the console too
+            overrides = [o for o in overrides if o != "--verbose"] + ["trainer.verbose=true"]
         run_job(job, overrides)
     except (JobError, ValueError, FileNotFoundError, FileExistsError, StageFailed) as e:
         print(f"treediff {job}: error: {e}", file=sys.stderr)

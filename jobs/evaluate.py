@@ -226,8 +226,9 @@ def summarize(name: str, merged: dict[str, Any], ref: FeatureStats, label: dict[
         counts = {l: m.class_counts[l] for l, m in leaves.items() if l in m.class_counts}
         if counts:
             entry["purity"] = purity_report(counts)
-            entry["purity_treevae"] = purity_report({l: m.class_counts_treevae[l] for l, m in leaves.items()
-                                                     if l in m.class_counts_treevae})["mean_purity"]
+            counts_treevae = {l: m.class_counts_treevae[l] for l, m in leaves.items() if l in m.class_counts_treevae}
+            entry["purity_treevae"] = purity_report(counts_treevae)["mean_purity"]
+            entry["class_counts_treevae"] = {l: c.tolist() for l, c in sorted(counts_treevae.items())}
         probs = [p for m in leaves.values() for p in m.leaf_probs]
         if probs:  # high-probability draws: how probable the kept draws' leaves were
             entry["draws"] = {"mean_leaf_prob": float(np.mean(probs)), "min_leaf_prob": float(np.min(probs))}
@@ -401,8 +402,30 @@ def _run(cfg: JobConfig, plain: dict) -> dict[str, Any]:
     tb.text("eval/report", markdown(report))
     tb.close()
     out_dir.mkdir(parents=True, exist_ok=True)
+    save_examples(run_dir, found, merged)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out_dir / "report.md").write_text(markdown(report))
     update_metrics(run_dir, ["eval"], {name: r for name, r in report["checkpoints"].items()})
-    print(f"[evaluate] report {out_dir / 'report.md'} (farm {wall:.1f} s)", flush=True)
+    page = build_page(run_dir)
+    print(f"[evaluate] report {page} ({out_dir / 'report.md'}; farm {wall:.1f} s)", flush=True)
     return report
+
+
+def save_examples(run_dir: Path, found: dict[str, Path], merged: dict[str, Any]) -> None:
+    """The report page's per-leaf images: each checkpoint's per-leaf samples and the TreeVAE
+    decodings of the same draws (treediff/report/examples.py)."""
+    from treediff.report import examples
+
+    groups: dict[str, dict[int, Any]] = {}
+    for name in found:
+        for key, m in merged.items():
+            if key.startswith(f"{name}/leaf/"):
+                groups.setdefault(f"{name}/samples", {}).update({l: v.numpy() for l, v in m.preview.items()})
+                groups.setdefault(f"{name}/treevae", {}).update({l: v.numpy() for l, v in m.preview_treevae.items()})
+    if groups:
+        examples.save(run_dir / examples.EVAL_EXAMPLES, groups)
+
+
+def build_page(run_dir: Path) -> Path:
+    from treediff.report.page import build
+    return build(run_dir)

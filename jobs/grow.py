@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -47,10 +48,13 @@ def run(cfg: JobConfig, plain: dict) -> dict:
               f"run dir {run_dir}", flush=True)
         model = GrowthRun(cfg.model, cfg.growth, cfg.optim, to_model_range(train.images), run_dir, plain,
                           log=growth_logger(tb)).run()
-    print(f"[grow] final tree ({len(model.tree.leaves)} leaves):", flush=True)
     x_test = to_model_range(test.images)
     report = evaluate_tree(model, x_test, test.labels)
+    report |= leaf_examples(model, test, x_test, run_dir)
+    if test.labels is not None:
+        report["baselines"] = baselines(cfg, test)
     sizes = {int(k): v for k, v in report["leaf_sizes"].items()}
+    print(f"[grow] final tree ({len(model.tree.leaves)} leaves, [test images per leaf]):", flush=True)
     print(model.tree.render(sizes), flush=True)
     update_metrics(run_dir, ["tree"], report)  # keeps the other stages' entries
     if "nmi" in report:
@@ -61,6 +65,50 @@ def run(cfg: JobConfig, plain: dict) -> dict:
     print(f"[grow] metrics written to {run_dir / 'metrics.json'}; TensorBoard: "
           f"tensorboard --logdir {run_dir / 'tb'} --host 127.0.0.1", flush=True)
     return report
+
+
+SMALL = 25_000 * 32 * 32  # baselines are computed beside the tree when train + test pixels stay under this
+
+
+def baselines(cfg: JobConfig, test) -> list[dict]:
+    """k-means(10) fit on the training pixels and (up to 5,000 images) Ward, scored on the same
+    test split as the tree: the classical clusterings it has to beat (small data sets only)."""
+    from treediff.metrics.baselines import kmeans_baseline, ward_baseline
+
+    pixels = int(np.prod(test.images.shape[1:]))
+    if cfg.data.name not in ("digits", "mnist", "fashion_mnist") or pixels * len(test) > SMALL:
+        return []
+    train = load_split(cfg.data, "train")
+    if (len(train) + len(test)) * pixels > SMALL:
+        return []
+    rows = [kmeans_baseline(train.images, test.images, test.labels)]
+    if len(train) + len(test) <= 5000:
+        rows.append(ward_baseline(train.images, test.images, test.labels))
+    print("[grow] baselines on the raw pixels: " + "; ".join(f"{b['method']} NMI {b['nmi']:.3f} ACC {b['acc']:.3f}"
+                                                            for b in rows), flush=True)
+    return rows
+
+
+@torch.no_grad()
+def leaf_examples(model, test, x_test: torch.Tensor, run_dir: Path, k: int = 8) -> dict:
+    """For the report page: up to k real test images per leaf and k of the TreeVAE's prior
+    samples of it (tree/leaf_examples.npz); returns the class names and each leaf's histogram of
+    the true classes of its test images (for metrics.json)."""
+    from treediff.metrics.features import to_uint8_rgb
+    from treediff.report import examples
+    from treediff.vae.trainer import leaf_assignments
+
+    leaf_of = leaf_assignments(model, x_test)
+    real = {leaf: to_uint8_rgb(x_test[np.flatnonzero(leaf_of == leaf)[:k]]).numpy() for leaf in model.tree.leaves}
+    gen = model.generate(k, generator=torch.Generator().manual_seed(0))
+    examples.save(run_dir / examples.TREE_EXAMPLES, {"real": real, "treevae": {
+        leaf: to_uint8_rgb(gen.images[leaf]).numpy() for leaf in model.tree.leaves}})
+    out: dict = {"classes": [str(c) for c in (test.classes or [])]}
+    if test.labels is not None:
+        n_classes = max(len(out["classes"]), int(np.max(test.labels)) + 1)
+        out["leaf_histograms"] = {str(leaf): np.bincount(np.asarray(test.labels)[leaf_of == leaf], minlength=n_classes).tolist()
+                                  for leaf in model.tree.leaves}
+    return out
 
 
 def _tensorboard(cfg: JobConfig, run_dir: Path, plain: dict):

@@ -19,6 +19,10 @@ JOBS = {
     "check": "validate the config, build its models (no data, no Ray), print parameter counts and the growth plan",
     "stop": "ask the running job of this run (same overrides) to checkpoint and stop; re-run it to resume",
 }
+# Commands that read a run directory, outside Hydra (`treediff report <run_dir>`)
+TOOLS = {
+    "report": "report <run_dir>: rebuild the run's report page <run_dir>/report.html (and its sweeps' pages)",
+}
 STOPPED = 3  # the exit status of a job that saved a checkpoint and stopped on request (resumable)
 
 CLUSTER_COMMANDS = {

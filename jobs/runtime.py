@@ -14,7 +14,7 @@ def session(cfg: JobConfig):
     if cfg.cluster.runtime != "ray":
         return contextlib.nullcontext(False)
     from cluster.session import ray_session
-    return ray_session(cfg.cluster)
+    return ray_session(cfg.cluster, log_dir=cfg.trainer.log_dir, verbose=cfg.trainer.verbose)
 
 
 def is_local(cfg: JobConfig) -> bool:

@@ -115,7 +115,8 @@ def _run(cfg: JobConfig, plain: dict) -> list[dict[str, Any]]:
             tb.close()
     rows = [json.loads((cell_dir / f"{c['cell']}.json").read_text()) for c in grid]
     _write_table(out_dir, rows)
-    print(f"[sweep] results: {out_dir / 'results.md'}", flush=True)
+    from treediff.report.page import build_sweep
+    print(f"[sweep] results: {build_sweep(out_dir)} ({out_dir / 'results.md'})", flush=True)
     return rows
 
 

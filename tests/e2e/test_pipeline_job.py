@@ -8,19 +8,7 @@ import torch
 from PIL import Image
 
 from jobs.cli import JobError, run_job
-
-GROW = ["cluster=inprocess", "optim.epochs_initial=6", "optim.epochs_subtree=3", "optim.epochs_intermediate=0",
-        "optim.epochs_finetune=2", "growth.num_clusters_tree=4"]
-DIFFUSE = ["diffusion.steps=40", "diffusion.warmup_steps=5", "diffusion.log_every=10", "sampler.steps=8",
-           "sampler.samples_per_leaf=3", "eval=smoke", "eval.modes=[generation,leaf,recon]"]
-
-
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
-    report = run_job("pipeline", [f"run_dir={run_dir}", f"eval.cache_dir={run_dir.parent / 'fid'}"] + GROW + DIFFUSE)
-    return run_dir, report
-
+from pipeline_helpers import DIFFUSE, GROW
 
 def test_pipeline_trains_both_modes_and_writes_leaf_grids(pipeline_run):
     run_dir, report = pipeline_run

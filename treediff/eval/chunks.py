@@ -71,6 +71,7 @@ class ChunkResult:
     class_counts_treevae: dict[int, np.ndarray] = field(default_factory=dict)  # the same, of the TreeVAE decodings
     leaf_probs: list[float] = field(default_factory=list)  # leaf chunks from high-probability draws: each draw's P(leaf)
     preview: dict[int, torch.Tensor] = field(default_factory=dict)  # leaf -> a few uint8 samples
+    preview_treevae: dict[int, torch.Tensor] = field(default_factory=dict)  # the TreeVAE decodings of the same draws
     wall_s: float = 0.0
     process: str = ""  # host:pid of the process that ran it
     loads: dict[str, int] = field(default_factory=dict)  # model loads in that process so far, by kind
@@ -144,6 +145,7 @@ def run_chunk(chunk: Chunk) -> ChunkResult:
             result.class_counts[leaf] = np.bincount(predicted[rows], minlength=chunk.n_classes)
             result.class_counts_treevae[leaf] = np.bincount(predicted_treevae[rows], minlength=chunk.n_classes)
             result.preview[leaf] = images[torch.from_numpy(rows)][:PREVIEW]
+            result.preview_treevae[leaf] = to_uint8_rgb(x_hat[torch.from_numpy(rows)][:PREVIEW])
     return _stamped(result, start)
 
 
@@ -159,6 +161,16 @@ class Merged:
     wall_s: float
     class_counts_treevae: dict[int, np.ndarray] = field(default_factory=dict)
     leaf_probs: list[float] = field(default_factory=list)
+    preview_treevae: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def _first(previews: list[dict[int, torch.Tensor]]) -> dict[int, torch.Tensor]:
+    """Per leaf, the first PREVIEW images over the chunks (in chunk order)."""
+    out: dict[int, list[torch.Tensor]] = {}
+    for p in previews:
+        for leaf, images in p.items():
+            out.setdefault(leaf, []).append(images)
+    return {leaf: torch.cat(ps)[:PREVIEW] for leaf, ps in out.items()}
 
 
 def merge_results(results: list[ChunkResult]) -> Merged:
@@ -167,17 +179,14 @@ def merge_results(results: list[ChunkResult]) -> Merged:
     stats = {name: merge([r.stats[name] for r in results]) for name in results[0].stats}
     counts: dict[int, np.ndarray] = {}
     counts_treevae: dict[int, np.ndarray] = {}
-    preview: dict[int, list[torch.Tensor]] = {}
     for r in results:
         for leaf, c in r.class_counts.items():
             counts[leaf] = counts.get(leaf, 0) + c
         for leaf, c in r.class_counts_treevae.items():
             counts_treevae[leaf] = counts_treevae.get(leaf, 0) + c
-        for leaf, p in r.preview.items():
-            preview.setdefault(leaf, []).append(p)
-    return Merged(results[0].key, sum(r.n for r in results), stats, counts,
-                  {leaf: torch.cat(ps)[:PREVIEW] for leaf, ps in preview.items()}, sum(r.wall_s for r in results),
-                  counts_treevae, [p for r in results for p in r.leaf_probs])
+    return Merged(results[0].key, sum(r.n for r in results), stats, counts, _first([r.preview for r in results]),
+                  sum(r.wall_s for r in results), counts_treevae, [p for r in results for p in r.leaf_probs],
+                  _first([r.preview_treevae for r in results]))
 
 
 def split_indices(n: int, chunk_size: int, start: int = 0) -> list[list[int]]:

@@ -53,8 +53,13 @@ class GrowthState:
 
 
 def _print_logger(event: str, data: dict[str, Any]) -> None:
+    """The console's growth lines: one per decision and one per phase checkpoint."""
     if event == "decision":
         print(f"[grow] {data['message']}", flush=True)
+    elif event == "phase":
+        trained = (f": {data['epochs']} epochs on {data['samples']} images in {data['step_seconds']:.1f} s"
+                   if data.get("epochs") and data.get("step_seconds") is not None else "")
+        print(f"[grow] {data['name']}{trained}; {len(data['leaves'])} leaves", flush=True)
 
 
 def train_epochs(model: TreeVAE, x: torch.Tensor, *, subtree: int | None, epochs: int, optim: OptimConfig,
@@ -198,7 +203,9 @@ class GrowthRun:
             return self.dir / name
         self._fence()
         path = save_checkpoint(self.dir / name, model.state_dict(), model.tree, self.config, meta)
-        self.log("phase", {"name": name, "path": str(path), "tree": model.tree.bfs(), "leaves": model.tree.leaves})
+        self.log("phase", {"name": name, "path": str(path), "tree": model.tree.bfs(), "leaves": model.tree.leaves,
+                           "epochs": meta.get("epochs"), "step_seconds": meta.get("step_seconds"),
+                           "samples": meta.get("subset") or getattr(self.executor, "num_samples", None)})
         return path
 
     def _phase(self, model: TreeVAE, state: GrowthState, kind: str, leaf: int | None = None,

@@ -26,7 +26,8 @@ def progress(what: str, done: int, total: int) -> None:
     print(f"[progress] {what} {done}/{total}", flush=True)
 
 
-def worker_log(log_dir: str | Path, run: str, rank: int) -> Path:
+def worker_log(log_dir: str | Path, run: str, rank: int | str) -> Path:
+    """A worker's log file (rank "*": the pattern of all of the run's)."""
     return Path(log_dir) / f"{run.replace('/', '-')}-rank{rank}.log"
 
 

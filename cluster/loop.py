@@ -487,7 +487,7 @@ def fit_loop(loop, loop_config: dict[str, Any], trainer: TrainerConfig, *, name:
     paused_file(stop).unlink(missing_ok=True)
     config = loop_config | {"loop": loop, "trainer": trainer, "stop_file": str(stop), "run_name": name}
     from .console import Follower, worker_log
-    logs = "" if trainer.verbose else f"; worker logs {worker_log(trainer.log_dir, name, 0).with_name(f'{name}-rank*.log')}"
+    logs = "" if trainer.verbose else f"; worker logs {worker_log(trainer.log_dir, name, '*')}"
     follow = contextlib.nullcontext() if trainer.verbose else Follower(worker_log(trainer.log_dir, name, 0))
     try:
         with follow:

@@ -6,8 +6,6 @@ from typing import Any
 
 import torch
 
-from treediff.report.figures import tree_figure  # noqa: F401  (drawn for TensorBoard too)
-
 
 class TBLogger:
     def __init__(self, logdir: str | Path):
@@ -56,6 +54,7 @@ def growth_logger(tb: TBLogger):
         _print_logger(event, data)
         if event == "phase":
             phase["step"] = step = int(data["name"].split("-")[1])
+            from treediff.report.figures import tree_figure  # matplotlib: imported when first drawn
             tb.figure("tree/topology", tree_figure(_tree_of(data["tree"])), step)
             tb.scalars({"leaves": len(data["leaves"])}, step, prefix="tree/")
         elif event == "decision" and data.get("counts"):  # the samples each leaf holds when a split is chosen

@@ -121,7 +121,7 @@ def _tensorboard(cfg: JobConfig, run_dir: Path, plain: dict):
 @torch.no_grad()
 def _log_final_tree(tb, model, x_test: torch.Tensor, sizes: dict[int, int], report: dict) -> None:
     """The final tree with leaf sizes, reconstructions and prior samples per leaf, metrics."""
-    from cluster.tensorboard import tree_figure
+    from treediff.report.figures import tree_figure
 
     tb.figure("tree/final", tree_figure(model.tree, sizes), 0)
     x_hat, leaf_of = model.reconstruct(x_test[:512])

@@ -4,6 +4,7 @@ request, every image is present and decoded, and the tree, the per-leaf rows and
 tables are there. `treediff report <run_dir>` rebuilds it from the run directory alone."""
 import functools
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -73,9 +74,11 @@ def test_report_page_renders_in_chromium(pipeline_run, tmp_path):
     assert not failed and not outside, (failed, outside)
     assert images and all(ok and w > 0 and h > 0 for _, ok, w, h in images), [i for i in images if not (i[1] and i[2])]
     assert has_tree
-    # one row per leaf, each with its real test images, the TreeVAE decodings and both modes' samples (+ histograms)
+    # one row per leaf, each with its real test images, the TreeVAE decodings and the samples of every
+    # checkpoint the last evaluation scored (other tests of the session re-run `evaluate`), each with a histogram
+    evaluated = json.loads((run_dir / "eval" / "report.json").read_text())["checkpoints"]
     assert sorted(int(leaf) for leaf, _ in rows) == sorted(leaves)
-    assert all(n >= 2 * 4 for _, n in rows), rows
+    assert all(n >= 2 * (2 + len(evaluated)) for _, n in rows), (rows, list(evaluated))
     assert tables[0] >= 3 and tables[1] >= 4 and tables[2] >= 3, tables  # the tree + k-means + Ward; FIDs; phases
     assert "k-means(10)" in text and "ceiling" in text and "floor" in text and "routed purity" in text
     assert shot.stat().st_size > 10_000

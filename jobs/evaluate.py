@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict
@@ -93,7 +94,9 @@ class Farm:
 
 def reference_stats(cfg: JobConfig, farm: Farm, test_images: np.ndarray, spec: dict[str, Any]) -> FeatureStats:
     digest = data_digest(cfg, test_images)
-    path = Path(cfg.eval.cache_dir) / f"{cfg.data.name}-test{len(test_images)}-{cfg.eval.extractor}-{digest[:16]}.npz"
+    # normalised: "shards/digits/../fid_stats" must not create shards/digits (an empty directory
+    # there would be refused later as "not a shard set" by the Ray runtime's prepare)
+    path = Path(os.path.normpath(cfg.eval.cache_dir)) / f"{cfg.data.name}-test{len(test_images)}-{cfg.eval.extractor}-{digest[:16]}.npz"
     if path.is_file():
         print(f"[evaluate] reference statistics from the cache {path}", flush=True)
         return FeatureStats.load(path)

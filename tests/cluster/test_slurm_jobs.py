@@ -10,7 +10,9 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-SHORT = ["optim.epochs_initial=2", "optim.epochs_subtree=1", "optim.epochs_finetune=1", "growth.num_clusters_tree=2",
+from console_helpers import ray_lines
+
+SHORT = ["optim.epochs_initial=2", "optim.epochs_subtree=1", "optim.min_steps_subtree=0", "optim.epochs_finetune=1", "growth.num_clusters_tree=2",
          "diffusion.steps=20", "diffusion.warmup_steps=2", "sampler.steps=4", "sampler.samples_per_leaf=2",
          "pipeline.modes=[path]", "eval=smoke", "eval.classifier_epochs=1"]
 
@@ -62,6 +64,8 @@ def test_pipeline_batch_job_completes_with_checkpoints_and_events(slurm, tmp_pat
     assert "tree/initial/loss" in acc.Tags()["scalars"]
     text = (run / "slurm" / f"treediff-pipeline-{job_id}.out").read_text()
     assert "treediff: pipeline exited with status 0" in text
+    assert not ray_lines(text), text  # the batch log holds the project's lines; Ray's are in run/logs/
+    assert (run / "logs" / "tree-rank0.log").is_file()
     assert not job_processes(job_id)
 
 

@@ -12,6 +12,7 @@ import time
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from console_helpers import ray_lines
 from jobs.cli import run_job
 from treediff.diffusion.trainer import load_denoiser
 from treediff.vae.trainer import final_checkpoint, load_tree_model
@@ -24,6 +25,7 @@ def ray_args(tmp_path):
             "cluster=local", "cluster.num_cpus=4", "trainer.num_workers=2", "trainer.zero_stage=1",
             "trainer.checkpoint_every=2",
             "optim.epochs_initial=4", "optim.epochs_subtree=2", "optim.epochs_finetune=1", "optim.kl_start=0.1",
+            "optim.min_steps_subtree=0",
             "growth.num_clusters_tree=3", "diffusion.steps=44", "diffusion.warmup_steps=5", "diffusion.batch_size=64",
             "sampler.steps=5", "sampler.samples_per_leaf=2", "pipeline.modes=[path,recon]",
             "eval=smoke", "eval.classifier_epochs=2"]
@@ -35,7 +37,7 @@ def tags(path):
     return acc
 
 
-def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path, monkeypatch):
+def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     args = ray_args(tmp_path)
     run_dir = tmp_path / "run"
@@ -52,7 +54,25 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     stamp = (first / "model.pt").stat().st_mtime_ns
     assert not any(p.name.startswith("phase-001") for p in (run_dir / "tree").iterdir())
 
+    capfd.readouterr()
     report = run_job("pipeline", args)
+    console = capfd.readouterr()
+    text = console.out + console.err
+    console = text.splitlines()
+
+    # the console: the project's lines only (a pipeline of 4 phases, 2 diffusion modes and an
+    # evaluation in a few dozen lines); Ray's, Ray Train's and DeepSpeed's output is in the logs
+    assert not ray_lines(text), text
+    assert 10 <= len(console) <= 80, "\n".join(console)
+    assert any(line.startswith("[grow] split leaf") for line in console)
+    assert any(line.startswith("[grow] phase-") for line in console)  # rank 0's lines, followed on the driver
+    logs = run_dir / "logs"
+    rank0 = (logs / "tree-rank0.log").read_text()
+    assert "real_accelerator" in rank0 and "[progress] tree/" in rank0 and "[grow] split leaf" in rank0
+    assert (logs / "tree-rank1.log").is_file()
+    for mode in ("path", "recon"):
+        assert list(logs.glob(f"*{mode}*-rank0.log")), sorted(p.name for p in logs.iterdir())
+    assert (logs / "ray").is_dir() and any((logs / "ray").glob("raylet*.out"))  # the Ray session's own logs
 
     assert (first / "model.pt").stat().st_mtime_ns == stamp  # the complete phase was not re-run
     phases = sorted(p.name for p in (run_dir / "tree").iterdir() if p.name.startswith("phase-"))

@@ -17,6 +17,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +106,11 @@ def convert_fid_helper(src: Path, dst: Path) -> Path:
     """
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    scripted = torch.jit.load(str(src), map_location="cpu")
+    # The wheel ships a TorchScript archive, which only torch.jit.load reads; its deprecation
+    # warning (torch >= 2.10) says nothing the user can act on, so it is not shown.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.*", category=FutureWarning)
+        scripted = torch.jit.load(str(src), map_location="cpu")
     convs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in scripted.state_dict().items():
         layer, field = key.rsplit(".", 1)

@@ -20,16 +20,33 @@ def png(fig, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
-def tree_figure(tree, sizes: dict[int, int] | None = None):
-    """The tree: nodes by heap id, leaves (yellow) annotated with their sizes."""
+def tree_layout(tree) -> tuple[dict[int, float], dict[int, int]]:
+    """Each node's x and depth: leaves left to right in depth-first order (not by heap id), each
+    router above the mean of its children, so that no two edges cross."""
     nodes = tree.bfs()
     depth = {i: (i + 1).bit_length() - 1 for i in nodes}
-    leaves = tree.leaves
-    x: dict[int, float] = {leaf: float(k) for k, leaf in enumerate(leaves)}
+    ordered: list[int] = []
+    stack = [0]
+    while stack:
+        i = stack.pop()
+        kids = tree.children(i)
+        if kids:
+            stack.extend(reversed(kids))
+        else:
+            ordered.append(i)
+    x: dict[int, float] = {leaf: float(k) for k, leaf in enumerate(ordered)}
     for i in sorted(nodes, key=lambda n: -depth[n]):
         kids = tree.children(i)
         if kids:
             x[i] = sum(x[c] for c in kids) / len(kids)
+    return x, depth
+
+
+def tree_figure(tree, sizes: dict[int, int] | None = None):
+    """The tree: nodes by heap id, leaves (yellow) annotated with their sizes."""
+    nodes = tree.bfs()
+    leaves = tree.leaves
+    x, depth = tree_layout(tree)
     fig, ax = plt.subplots(figsize=(max(4, len(leaves) * 0.9), 1 + 0.9 * max(depth.values())))
     for i in nodes:
         for c in tree.children(i):

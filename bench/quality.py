@@ -7,7 +7,9 @@ count), beside k-means(10) fit on the training pixels and Ward on the pixels (tr
     python bench/quality.py                          # seeds 1-5 of the embedded default (~6 min on 2 cores)
     python bench/quality.py --seeds 1 2 3 --variant base= --variant ft="optim.kl_finetune=reach_one"
                                                      # variants side by side, same seeds (a search)
-    python bench/quality.py --fmnist                 # + Fashion-MNIST (Debian's idx files, 20k train)
+    python bench/quality.py --fmnist                 # + Fashion-MNIST (Debian's idx files, 20k train, ~45 min)
+    python bench/quality.py --generation             # + one in-process pipeline: purity vs ceiling, FID vs floor
+    python bench/quality.py --seeds --fmnist         # Fashion-MNIST alone (no digits seeds)
 
 Each variant's runs go to <--out>/<variant>/seed-<S> (kept: their metrics.json and logs) and one
 line per run is appended to <--out>/runs.jsonl, so a search can be read back afterwards.
@@ -60,6 +62,52 @@ def baselines(data_overrides: list[str], limit_train: int | None = None) -> list
     return rows
 
 
+def fmnist(out: Path, limit: int, threads: int) -> None:
+    """Fashion-MNIST (real idx files) on `limit` training images, scored on the full test split,
+    beside k-means(10) fit on the same training images."""
+    overrides = ["experiment=fashion_mnist_20k", f"data.limit_train={limit}"]
+    print(f"\nFashion-MNIST: `treediff grow {' '.join(overrides)}` in one process ({threads} threads)", flush=True)
+    base = baselines(overrides, limit_train=limit)
+    result = grow(out / "fmnist", overrides, threads)
+    with open(out / "runs.jsonl", "a") as f:
+        f.write(json.dumps({"variant": "fmnist", "overrides": overrides, **result}) + "\n")
+    if "nmi" not in result:
+        print(f"  failed: {result['error']}\n{result['log_tail']}")
+        return
+    print(f"  {'tree':30s} NMI {result['nmi']:.3f}  ACC {result['acc']:.3f}  ARI {result['ari']:.3f}  "
+          f"leaves {result['leaves']}  {result['wall_s'] / 60:.1f} min  (targets: NMI and ACC >= 0.60 in < 60 min)")
+    for b in base:
+        print(f"  {b['method']:30s} NMI {b['nmi']:.3f}  ACC {b['acc']:.3f}  ARI {b['ari']:.3f}")
+
+
+def generation(out: Path, overrides: list[str], threads: int) -> None:
+    """One in-process `treediff pipeline` of the embedded default: each checkpoint's routed
+    generations' purity beside the tree's ceiling (real test images grouped by their leaf), and
+    its FID beside the floor (held-out real images at the same N, same reference)."""
+    run_dir = out / "generation"
+    print(f"\ngeneration: `treediff pipeline cluster=inprocess {' '.join(overrides)}` ({threads} threads)", flush=True)
+    t0 = time.perf_counter()
+    with open(out / "generation.log", "w") as log:
+        proc = subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "cluster=inprocess", f"threads={threads}",
+                               f"run_dir={run_dir}", *overrides], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        print(f"  failed (exit {proc.returncode}):\n{(out / 'generation.log').read_text()[-2000:]}")
+        return
+    ev = json.loads((run_dir / "eval" / "report.json").read_text())
+    ceiling, floor = ev.get("ceiling", {}), ev.get("fid_floor", {})
+    print(f"  tree: NMI {ev['tree']['nmi']:.3f}; ceiling (the tree's purity on the real test images) "
+          f"{ceiling.get('mean_purity', float('nan')):.3f}; {(time.perf_counter() - t0) / 60:.1f} min")
+    print(f"  {'checkpoint':12s} {'purity':>7s} {'ceiling':>8s} {'ratio':>6s} {'TreeVAE':>8s} {'FID':>7s} {'floor':>7s}  (FID label)")
+    for name, r in ev["checkpoints"].items():
+        g = r.get("generation", {})
+        purity, c = g.get("mean_purity"), ceiling.get("mean_purity")
+        ratio = purity / c if purity is not None and c else float("nan")
+        print(f"  {name:12s} {purity or float('nan'):7.3f} {c or float('nan'):8.3f} {ratio:6.2f} "
+              f"{g.get('mean_purity_treevae') or float('nan'):8.3f} {g.get('fid', float('nan')):7.2f} "
+              f"{floor.get('fid', float('nan')):7.2f}  ({g.get('label', '')})")
+    print("  targets: routed purity >= 0.85 x the ceiling, ceiling >= 0.80")
+
+
 def run_variants(variants: dict[str, list[str]], seeds: list[int], out: Path, jobs: int, threads: int) -> dict:
     cells = [(name, seed) for name in variants for seed in seeds]
 
@@ -99,24 +147,33 @@ def table(results: dict, base: list[dict], seeds: list[int]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3, 4, 5], help="digits seeds (none: skip them)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDES",
                     help="a named set of overrides (shell-quoted); repeatable; default: the embedded default")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-quality"))
-    ap.add_argument("--fmnist", action="store_true", help="also Fashion-MNIST (experiment=fashion_mnist)")
+    ap.add_argument("--fmnist", action="store_true", help="also Fashion-MNIST (experiment=fashion_mnist_20k), alone")
+    ap.add_argument("--fmnist-train", type=int, default=20_000, help="Fashion-MNIST training images")
+    ap.add_argument("--fmnist-threads", type=int, default=2)
+    ap.add_argument("--generation", action="store_true", help="also one in-process pipeline: purity and FID bounds")
+    ap.add_argument("--generation-overrides", default="", help="overrides of that pipeline (shell-quoted)")
     args = ap.parse_args()
     variants = {}
     for spec in args.variant or ["default="]:
         name, _, overrides = spec.partition("=")
         variants[name] = shlex.split(overrides)
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"embedded default (digits), seeds {args.seeds}, {args.jobs} runs at a time; runs under {args.out}", flush=True)
-    base = baselines([])
-    results = run_variants(variants, args.seeds, args.out, args.jobs, args.threads)
-    print("\ntest NMI per seed (embedded default: 1,437 train / 360 test digits)")
-    table(results, base, args.seeds)
+    if args.seeds:
+        print(f"embedded default (digits), seeds {args.seeds}, {args.jobs} runs at a time; runs under {args.out}", flush=True)
+        base = baselines([])
+        results = run_variants(variants, args.seeds, args.out, args.jobs, args.threads)
+        print("\ntest NMI per seed (embedded default: 1,437 train / 360 test digits)")
+        table(results, base, args.seeds)
+    if args.fmnist:
+        fmnist(args.out, args.fmnist_train, args.fmnist_threads)
+    if args.generation:
+        generation(args.out, shlex.split(args.generation_overrides), max(args.threads, 2))
 
 
 if __name__ == "__main__":

@@ -147,3 +147,26 @@ def link_ray_logs(log_dir: str | Path, session_dir: str | None) -> None:
         link.symlink_to(target, target_is_directory=True)
     except OSError:
         (Path(log_dir) / "ray-session.txt").write_text(f"{target}\n")
+
+
+def raylet_messages_to_log(log_dir: str | Path) -> None:
+    """The raylet's pushed warnings (e.g. "N PYTHON worker processes have been started ...", sent
+    when many workers start at once) go to `<log_dir>/ray-driver.log` instead of the console.
+
+    Ray's driver prints them from a background thread through `ray._private.worker.print_to_stdstream`
+    whatever log_to_driver says; no setting turns them off, so that one function is wrapped: messages
+    from the pid "raylet" are appended to the file, everything else is printed as before."""
+    import ray._private.worker as ray_worker
+
+    original = getattr(ray_worker.print_to_stdstream, "__wrapped__", ray_worker.print_to_stdstream)
+    path = Path(log_dir) / "ray-driver.log"
+
+    def print_to_stdstream(data, ignore_prefix: bool):
+        if data.get("pid") != "raylet":
+            return original(data, ignore_prefix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.writelines(f"(raylet) {line}\n" for line in data.get("lines", []))
+
+    print_to_stdstream.__wrapped__ = original
+    ray_worker.print_to_stdstream = print_to_stdstream

@@ -77,10 +77,15 @@ def ray_session(cfg: ClusterConfig, log_dir: str | None = None, verbose: bool = 
         ctx = ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(), _node_ip_address=cfg.node_ip,
                        include_dashboard=False, runtime_env={"env_vars": local_env(cfg)}, log_to_driver=verbose, **quiet)
     if log_dir:
-        from .console import link_ray_logs
+        from .console import link_ray_logs, raylet_messages_to_log
         link_ray_logs(log_dir, (getattr(ctx, "address_info", None) or {}).get("session_dir"))
+        if not verbose:
+            raylet_messages_to_log(log_dir)
     try:
         yield True
     finally:
         ray.shutdown()
         restore_environment(previous)
+        import ray._private.worker as ray_worker
+        ray_worker.print_to_stdstream = getattr(ray_worker.print_to_stdstream, "__wrapped__",
+                                                ray_worker.print_to_stdstream)

@@ -41,3 +41,21 @@ def test_redirected_output_lands_in_the_log_file_and_not_on_the_console(tmp_path
     assert out.returncode == 0, out.stderr
     assert out.stdout == "" and out.stderr == ""
     assert log.read_text().splitlines() == ["[grow] hello", "C-level stderr", "warning"]
+
+
+def test_raylet_warnings_go_to_the_log_not_the_console(tmp_path, capsys):
+    import ray._private.worker as ray_worker
+
+    from cluster.console import raylet_messages_to_log
+
+    original = ray_worker.print_to_stdstream
+    try:
+        raylet_messages_to_log(tmp_path)
+        raylet_messages_to_log(tmp_path)  # twice (a second session): still one wrapper over Ray's own
+        assert ray_worker.print_to_stdstream.__wrapped__ is original
+        ray_worker.print_to_stdstream({"lines": ["WARNING: 8 PYTHON worker processes have been started"],
+                                       "pid": "raylet", "is_err": False}, ignore_prefix=False)
+    finally:
+        ray_worker.print_to_stdstream = original
+    assert "PYTHON worker" not in capsys.readouterr().out
+    assert (tmp_path / "ray-driver.log").read_text() == "(raylet) WARNING: 8 PYTHON worker processes have been started\n"

@@ -14,6 +14,7 @@ RUNTIME = [
     "tensorboard==2.21.0",
     "torch-fidelity==0.4.0",
     "scikit-learn==1.9.1",
+    "scikit-image==0.26.0",  # ships the photos of the photo_patches data set (treediff/data/bundled.py)
     "scipy==1.17.1",
     "numpy==2.4.6",
     "pillow==13.0.0",

@@ -126,9 +126,11 @@ class WorkerGroupExecutor:
                 raise Superseded(f"a newer run of this growth owns {Path(path).parent}: this worker group stops")
 
     def _batch(self, keys: frozenset | None) -> int:
-        """The global batch: optim.batch_size, shrunk for a small subset, kept divisible by the workers."""
-        step = self.worker.world * self.worker.trainer.grad_accum
-        batch = self.optim.batch_size if keys is None else min(self.optim.batch_size, max(step, len(keys)))
+        """The global batch: optim.batch_size, shrunk for a small subset, kept divisible by the workers
+        (and by the views)."""
+        views = self.model_cfg.views  # the batch counts samples: images x views
+        step = self.worker.world * self.worker.trainer.grad_accum * views
+        batch = self.optim.batch_size if keys is None else min(self.optim.batch_size, max(step, len(keys) * views))
         return max(step, batch - batch % step)
 
     @torch.no_grad()

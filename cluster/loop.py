@@ -257,12 +257,14 @@ def run_stage(stage: Stage, data: StageData, worker: Worker, shards: ShardSet, *
     began = time.perf_counter()
     timing = timing if timing is not None else {}
     timing.update(setup=0.0, epochs=[], saves=0.0)
-    if data.global_batch % (world * t.grad_accum):
+    views = stage.views  # the batch counts samples: images x views (two augmented views: the contrastive term)
+    if data.global_batch % (world * t.grad_accum * views):
         raise StageFailed(f"{stage.name}: the batch size {data.global_batch} is not divisible by "
-                          f"trainer.num_workers x trainer.grad_accum = {world} x {t.grad_accum}")
+                          f"trainer.num_workers x trainer.grad_accum x views = {world} x {t.grad_accum} x {views}")
     micro = data.global_batch // (world * t.grad_accum)
     n = len(data.keys) if data.keys is not None else len(cache) if cache is not None else shards.count(data.split)
-    steps_per_epoch = max(1, n // data.global_batch)  # optimiser steps
+    steps_per_epoch = max(1, n * views // data.global_batch)  # optimiser steps; an epoch draws each image once
+    augment = stage.augmentation() if views > 1 else None
 
     stage.setup(data.seed + rank)
     model = stage.build()
@@ -318,10 +320,12 @@ def run_stage(stage: Stage, data: StageData, worker: Worker, shards: ShardSet, *
         engine.train()
         epoch_logs = stage.begin_epoch(engine.module, epoch)
         stream = StreamConfig(
-            batch_size=micro, rank=rank, world_size=world, num_workers=t.loader_workers, mode="resampled",
+            batch_size=micro // views, rank=rank, world_size=world, num_workers=t.loader_workers, mode="resampled",
             batches_per_epoch=steps_per_epoch * t.grad_accum, shuffle_buffer=t.shuffle_buffer, seed=data.seed,
-            epoch=epoch, keys=data.keys, verify=verify and epoch == start_epoch)  # sha256 once per (re)start
-        loader = cache.batches(stream) if cache is not None else make_loader(shards, data.split, stream)
+            epoch=epoch, keys=data.keys, views=views,
+            verify=verify and epoch == start_epoch)  # sha256 once per (re)start
+        loader = (cache.batches(stream, augment) if cache is not None
+                  else make_loader(shards, data.split, stream, augment))
         sums = _DeviceSums(device)
         step_losses: list[torch.Tensor] = []
         micro_steps, t0 = 0, time.perf_counter()
@@ -527,12 +531,15 @@ def plain_steps(stage: Stage, data: StageData, steps: int, seed: int | None = No
     shards = ShardSet.open(data.shards)
     cache = split_cache(shards, data.split, trainer)
     n = len(data.keys) if data.keys is not None else shards.count(data.split)
-    steps_per_epoch = max(1, n // data.global_batch)
+    views = stage.views
+    steps_per_epoch = max(1, n * views // data.global_batch)
+    augment = stage.augmentation() if views > 1 else None
 
     def batches(epoch: int):
-        cfg = StreamConfig(batch_size=data.global_batch, mode="resampled", batches_per_epoch=steps_per_epoch,
-                           shuffle_buffer=trainer.shuffle_buffer, seed=data.seed, epoch=epoch, keys=data.keys)
-        return cache.batches(cfg) if cache is not None else make_loader(shards, data.split, cfg)
+        cfg = StreamConfig(batch_size=data.global_batch // views, mode="resampled", batches_per_epoch=steps_per_epoch,
+                           shuffle_buffer=trainer.shuffle_buffer, seed=data.seed, epoch=epoch, keys=data.keys,
+                           views=views)
+        return cache.batches(cfg, augment) if cache is not None else make_loader(shards, data.split, cfg, augment)
     _, losses = run_plain(stage, batches, steps_per_epoch, seed=data.seed if seed is None else seed, max_steps=steps)
     return losses
 

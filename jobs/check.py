@@ -107,6 +107,9 @@ def inspect(cfg: JobConfig, batch: int = 2, seed: int = 0) -> Inspection:
     m = cfg.model
     model = TreeVAE(m, tree)
     found = Inspection(phases, tree, tree_parts(model), {})
+    if m.contrastive:
+        found.tree_parts.append(Part("projections", f"{len(model.projection)} contrastive heads, one per bottom-up level",
+                                     count(model.projection)))
     rest = count(model) - found.tree_params
     if rest:  # modules outside the per-node dicts, should the model grow some
         found.tree_parts.append(Part("other", "outside the bottom-up path and the nodes", rest))
@@ -116,6 +119,8 @@ def inspect(cfg: JobConfig, batch: int = 2, seed: int = 0) -> Inspection:
     with torch.no_grad():
         shapes["tree.d0"] = tuple(model.encoder(x).shape)  # the encoder's output, read by the ladder
     out = model(x)  # training mode: the ELBO of the whole tree
+    if m.contrastive:  # a two-view batch, [x'; x''], and its contrastive term
+        shapes["tree.contrastive"] = tuple(model(torch.cat([x, x.flip(3)]), views=2).contrastive.shape)
     leaf = out.leaves[0]
     shapes |= {"tree.leaf_probs": tuple(out.leaf_probs.shape), "tree.z": tuple(out.z[0].shape),
                "tree.decoded": tuple(out.decoded[leaf].shape), "tree.loss": tuple(out.loss(1.0).shape)}
@@ -173,6 +178,7 @@ def report(cfg: JobConfig, found: Inspection) -> str:
              f"{m.representation_dim} (z_dim {m.latent_channels * m.representation_dim ** 2}), bottom-up "
              f"{m.bottom_up_channels} channels, {m.likelihood} likelihood; batch {cfg.optim.batch_size}, "
              f"lr {cfg.optim.lr:g}, KL annealing {cfg.optim.kl_start:g} + {cfg.optim.kl_decay:g}/epoch",
+             "           " + _contrastive(cfg),
              "growth     " + "\n".join(schedule_lines(cfg, found.phases)),
              f"parameters of the planned tree ({len(found.tree.leaves)} leaves, {len(found.tree.nodes)} nodes):",
              *_table(found.tree_parts),
@@ -190,6 +196,14 @@ def report(cfg: JobConfig, found: Inspection) -> str:
               f"runtime    {_runtime(cfg)}",
               "forward    batch 2: " + ", ".join(f"{k} {tuple(v)}" for k, v in found.shapes.items())]
     return "\n".join(lines)
+
+
+def _contrastive(cfg: JobConfig) -> str:
+    m, bs = cfg.model, cfg.optim.batch_size
+    if not m.contrastive:
+        return "no contrastive routing term (model.contrastive=false): the ELBO alone"
+    return (f"contrastive routing term x {m.contrastive_weight:g} on two augmented views per image "
+            f"(preset {m.contrastive_augment}): a batch of {bs} is {bs // 2} images x 2 views")
 
 
 def _runtime(cfg: JobConfig) -> str:

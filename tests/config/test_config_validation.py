@@ -16,7 +16,8 @@ from jobs.cli import JobError, run_job
     (["experiment=mnist", "model.representation_dim=28"], "model.representation_dim"),
     # the model does not fit the data set's images (known from data.name, nothing is read)
     (["experiment=cifar10", "model=tree_mnist"], "model.image_size"),
-    (["experiment=celeba", "model.in_channels=1"], "model.image_size"),
+    (["experiment=celeba", "model.in_channels=1"], "model.contrastive_augment"),  # colour jitter on grey images
+    (["experiment=celeba", "model.in_channels=1", "model.contrastive=false"], "model.image_size"),
     (["data=folder", "data.root=/data/mine", "model=tree_mnist"], "model.image_size"),  # 64x64x3 by data.image_size
     (["data.image_size=-1"], "data.image_size"),
     (["data.channels=2"], "data.channels"),

@@ -161,14 +161,21 @@ def test_preset_builds_and_runs_a_batch_of_two(name):
     assert parts["path encoder"] == path_encoder_params(z_dim, emb, max_nodes)
     assert "path encoder" not in {p.name for p in found.denoisers["recon"]}
     names = [p.name for p in found.tree_parts]
-    assert names == ["bottom-up"] + [f"depth {k}" for k in range(found.tree.depth + 1)]
+    assert names == (["bottom-up"] + [f"depth {k}" for k in range(found.tree.depth + 1)]
+                     + (["projections"] if m.contrastive else []))
+    assert (sh.get("tree.contrastive") == ()) == m.contrastive  # the colour presets train with the term
+    assert m.contrastive == (m.in_channels == 3)
     size = d.pad_to or m.image_size
     unet = dict(c_in=m.in_channels, mc=d.model_channels, mult=list(d.channel_mult), n_res=d.num_res_blocks,
                 attn_res=list(d.attention_resolutions), size=size)
     assert parts["U-Net"] == unet_params(**unet)  # the path signal enters the time embedding: no extra weights
     assert found.denoisers["recon"][0].params == unet_params(**unet, extra=m.in_channels)  # x_hat concatenated
-    if name in PARAMS:
-        assert (found.tree_params, parts["U-Net"], found.denoisers["recon"][0].params) == PARAMS[name]
+    # the contrastive heads, one per bottom-up level: conv3x3 C_bu -> 1, Linear(R^2 -> 128, no bias), BN, Linear(128 -> 10)
+    heads = {p.name: p.params for p in found.tree_parts}.get("projections", 0)
+    assert heads == (m.max_depth + 1) * (9 * m.bottom_up_channels + 128 * m.representation_dim ** 2 + 256 + 1290
+                                         if m.contrastive else 0)
+    if name in PARAMS:  # the reference's tree without the heads
+        assert (found.tree_params - heads, parts["U-Net"], found.denoisers["recon"][0].params) == PARAMS[name]
 
 
 @pytest.mark.parametrize("size, channels", [(32, [8, 48, 88, 128]), (64, [8, 38, 68, 98, 128])])

@@ -152,5 +152,7 @@ def test_config_errors_name_the_field():
         TreeVAEConfig(encoder="vgg")
     with pytest.raises(ValueError, match="model.representation_dim"):
         TreeVAEConfig(encoder="cnn2", image_size=24, representation_dim=5)
-    with pytest.raises(ValueError, match="model.contrastive"):
-        TreeVAEConfig(contrastive=True)
+    with pytest.raises(ValueError, match="model.contrastive_augment"):
+        TreeVAEConfig(contrastive=True)  # grey images: the colour-jitter preset cannot apply
+    with pytest.raises(ValueError, match="model.contrastive_weight"):
+        TreeVAEConfig(contrastive_weight=-1.0)

@@ -42,3 +42,13 @@ def contrastive_augment(preset: str, image_size: int, channels: int) -> Callable
         v2.RandomHorizontalFlip(),
         v2.RandomApply([v2.ColorJitter(0.2, 0.2, 0.2)], p=0.8),
     ])
+
+
+def augment_views(x: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor], views: int = 2) -> torch.Tensor:
+    """Float images in [-1, 1], (B, C, H, W) -> `views` augmented views of each, (B, views, C, H, W).
+
+    Each image is augmented on its own (a crop, a flip, a jitter drawn per image and view), on
+    its uint8 pixels, as the stream does with the shards' images."""
+    u8 = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    out = torch.stack([torch.stack([augment(img) for img in u8]) for _ in range(views)], 1)
+    return out.float().div(127.5).sub(1.0)

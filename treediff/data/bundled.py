@@ -30,3 +30,47 @@ def load_digits(split: str, test_fraction: float = 0.2, seed: int = 0) -> ImageA
                                    random_state=seed)
     pick = np.sort(train if split == "train" else test)
     return ImageArrays(images[pick], labels[pick], list(DIGITS_CLASSES), f"digits/{split}")
+
+
+# ---------------------------------------------------------------- photo_patches: real colour pixels
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina", "china", "flower")
+PATCH_SIZE = 32
+TEST_STRIP = 0.25  # the right quarter of each photo is the test split's, the rest the training split's
+PATCHES = {"train": 500, "test": 125}  # per photo (class): 4,000 training and 1,000 test images
+
+
+def _photos() -> list[np.ndarray]:
+    """The eight RGB photos (uint8 (H, W, 3)) that scikit-image and scikit-learn ship."""
+    import skimage.data
+    from sklearn.datasets import load_sample_image
+
+    return ([getattr(skimage.data, name)() for name in PHOTOS[:6]]
+            + [load_sample_image(f"{name}.jpg") for name in PHOTOS[6:]])
+
+
+def load_photo_patches(split: str, seed: int = 0) -> ImageArrays:
+    """Random square crops of eight real photos, resized to 32 x 32 RGB; the class is the photo.
+
+    Train and test crops come from disjoint parts of each photo (the test split's from its right
+    quarter), so no test pixel is ever seen in training. Crop sides are drawn between 48 and 160
+    pixels (capped by the part), resized with PIL's antialiasing box filter. Deterministic in `seed`.
+    """
+    from PIL import Image
+
+    if split not in PATCHES:
+        raise ValueError(f"photo_patches: unknown split {split!r} (train or test)")
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    images, labels = [], []
+    for label, photo in enumerate(_photos()):
+        h, w = photo.shape[:2]
+        cut = int(round(w * (1.0 - TEST_STRIP)))
+        part = photo[:, :cut] if split == "train" else photo[:, cut:]
+        ph, pw = part.shape[:2]
+        top = min(160, ph, pw)
+        for _ in range(PATCHES[split]):
+            side = int(rng.integers(min(48, top), top + 1))
+            r, c = int(rng.integers(0, ph - side + 1)), int(rng.integers(0, pw - side + 1))
+            crop = Image.fromarray(np.ascontiguousarray(part[r:r + side, c:c + side]))
+            images.append(np.asarray(crop.resize((PATCH_SIZE, PATCH_SIZE), Image.Resampling.BOX)))
+            labels.append(label)
+    return ImageArrays(np.stack(images), np.asarray(labels, np.int64), list(PHOTOS), f"photo_patches/{split}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from .arrays import ImageArrays
-from .bundled import load_digits
+from .bundled import load_digits, load_photo_patches
 from .celeba import IMAGE_SIZE as CELEBA_SIZE, open_celeba
 from .cifar import open_cifar10
 from .cubicc import open_cubicc
@@ -26,6 +26,11 @@ Opener = Callable[[str, str | None], Split]
 def _digits(split: str, root: str | None) -> Split:
     """Bundled with scikit-learn; `root` is ignored."""
     return ArraySplit(load_digits(split))
+
+
+def _photo_patches(split: str, root: str | None) -> Split:
+    """Built from photos that scikit-image and scikit-learn ship; `root` is ignored."""
+    return ArraySplit(load_photo_patches(split))
 
 
 def _mnist(split: str, root: str | None) -> Split:
@@ -66,6 +71,7 @@ def _folder(split: str, root: str | None) -> Split:
 
 SOURCES: dict[str, Opener] = {
     "digits": _digits,
+    "photo_patches": _photo_patches,
     "mnist": _mnist,
     "fashion_mnist": _fashion,
     "cifar10": _cifar10,
@@ -79,6 +85,7 @@ SOURCES: dict[str, Opener] = {
 # them with the model); None: whatever the files hold (cubicc's packing, folders), checked on load.
 SHAPES: dict[str, tuple[int, int] | None] = {
     "digits": (8, 1),
+    "photo_patches": (32, 3),
     "mnist": (28, 1),
     "fashion_mnist": (28, 1),
     "cifar10": (32, 3),

@@ -30,6 +30,11 @@ class Stage:
     grad_clip: float | None = None  # max grad norm of this stage (0: none); None: the runtime's setting
     lr_scale: float = 1.0  # the runtime's factor on the optimiser's learning rates (a scaled global batch)
     checkpoint_steps: int = 0  # also a checkpoint every this many optimiser steps; 0: the runtime's epochs only
+    views: int = 1  # > 1: every image comes as this many augmented views, (B, views, C, H, W); the batch counts views
+
+    def augmentation(self):
+        """The uint8 (C, H, W) -> (C, H, W) augmentation that makes the views (views > 1)."""
+        return None
 
     def setup(self, seed: int) -> None:
         torch.manual_seed(seed)

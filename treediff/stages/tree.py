@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from ..tree import Tree
+from ..data.augment import contrastive_augment
 from ..vae.config import OptimConfig, TreeVAEConfig
+from ..vae.contrastive import pair_views
 from ..vae.losses import kl_weight
 from ..vae.model import TreeVAE
 from .base import Batch, Stage
@@ -33,6 +35,11 @@ class TreePhaseStage(Stage):
 
     def __post_init__(self) -> None:
         self.alpha = kl_weight(0, self.optim.kl_start, self.optim.kl_decay)
+        self.views = self.model_cfg.views  # the contrastive term's two augmented views
+
+    def augmentation(self):
+        c = self.model_cfg
+        return contrastive_augment(c.contrastive_augment, c.image_size, c.in_channels)
 
     def build(self) -> TreeVAE:
         model = TreeVAE(self.model_cfg, Tree.from_json(self.tree_json))
@@ -55,8 +62,10 @@ class TreePhaseStage(Stage):
         return {"alpha": self.alpha}
 
     def loss(self, forward: Callable[..., Any], batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
-        x = batch[0]
-        out = forward(x, subtree=self.subtree)
+        x = batch[0]  # (B, C, H, W), or (B, 2, C, H, W): two views of every image
+        if self.views == 2:
+            x = pair_views(x)  # (2B, C, H, W): [x'; x'']
+        out = forward(x, subtree=self.subtree, views=self.views)
         loss = out.loss(self.alpha)
         # tensors: the runtime averages them on the device
         logs = out.mean_terms() | {"loss": loss.detach()}

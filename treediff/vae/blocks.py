@@ -100,3 +100,18 @@ class Router(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Returns the logit of going left, shape (B,)."""
         return self.mlp(self.squeeze(h)).squeeze(-1)
+
+
+class Projection(nn.Module):
+    """Contrastive projection of one bottom-up level: conv3x3 -> 1 channel -> flatten R^2 ->
+    Linear(R^2 -> 128, no bias) -> BN -> act -> Linear(128 -> 10), as the reference's."""
+
+    def __init__(self, c_in: int, rep_dim: int, act: str, hidden: int = 128, out: int = 10):
+        super().__init__()
+        self.squeeze = conv3(c_in, 1, bias=False)
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(rep_dim * rep_dim, hidden, bias=False),
+                                 nn.BatchNorm1d(hidden), activation(act), nn.Linear(hidden, out))
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        """(B, C_bu, R, R) -> (B, out)."""
+        return self.mlp(self.squeeze(d))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..data.augment import PRESETS as AUGMENT_PRESETS
+
 ACTIVATIONS = ("silu", "relu", "leaky_relu")
 ENCODERS = ("cnn1", "cnn2")
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -35,7 +37,9 @@ class TreeVAEConfig:
     res_connections: bool = False  # residual connection in the bottom-up conv blocks
     router_hidden: int = 0  # 0: C_bu, as in the reference
     dropout_router: float = 0.0
-    contrastive: bool = False  # contrastive routing term for colour data (not yet available)
+    contrastive: bool = False  # the contrastive routing term on two augmented views (treediff/vae/contrastive.py)
+    contrastive_weight: float = 100.0  # its weight (the reference's colour configs: 100)
+    contrastive_augment: str = "cifar"  # the views' augmentation preset (treediff/data/augment.py)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -58,12 +62,22 @@ class TreeVAEConfig:
                    f"got {self.image_size}/{self.representation_dim}")
         _check(0.0 <= self.dropout_router < 1.0, "model.dropout_router", f"must be in [0, 1), got {self.dropout_router}")
         _check(self.router_hidden >= 0, "model.router_hidden", f"must be >= 0, got {self.router_hidden}")
-        _check(not self.contrastive, "model.contrastive",
-               "the contrastive routing term is not implemented yet; set model.contrastive=false")
+        _check(self.contrastive_weight >= 0, "model.contrastive_weight", f"must be >= 0, got {self.contrastive_weight}")
+        _check(self.contrastive_augment in AUGMENT_PRESETS, "model.contrastive_augment",
+               f"must be one of {AUGMENT_PRESETS}, got {self.contrastive_augment!r}")
+        if self.contrastive and self.contrastive_augment != "flip":
+            _check(self.in_channels == 3, "model.contrastive_augment",
+                   f"preset {self.contrastive_augment!r} jitters colours and needs model.in_channels=3, "
+                   f"got {self.in_channels} (grey data: contrastive_augment=flip)")
 
     @property
     def hidden(self) -> int:
         return self.router_hidden or self.bottom_up_channels
+
+    @property
+    def views(self) -> int:
+        """Samples per image in a training batch: two augmented views with the contrastive term."""
+        return 2 if self.contrastive else 1
 
 
 @dataclass

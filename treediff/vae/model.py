@@ -8,6 +8,9 @@ Generative model (prior):
     p(z_0) = N(0, I),  p(z_i | z_pa) = transform_i(z_pa),  P(left at i | z_i) = sigmoid(prior_router_i(z_i))
 Leaves decode their z_l into x_hat_l.
 
+Colour presets add the contrastive routing term (treediff/vae/contrastive.py) on batches of two
+augmented views: forward(x, views=2) with x = [x'; x''], in training phases only.
+
 Modules live in ModuleDicts keyed by the node's heap id, so growth and pruning add or drop
 entries without renaming anything.
 """
@@ -19,8 +22,9 @@ import torch
 from torch import nn
 
 from ..tree import Tree, depth, parent
-from .blocks import ConvStack, GaussianHead, Router, Transformation
+from .blocks import ConvStack, GaussianHead, Projection, Router, Transformation
 from .config import TreeVAEConfig
+from .contrastive import instance_term, routing_term
 from .encoders import make_decoder, make_encoder
 from .losses import EPS, decoder_image, kl_bernoulli, kl_normal, precision_merge, reconstruction_nll
 
@@ -39,18 +43,27 @@ class TreeOutput:
     kl_nodes: torch.Tensor
     kl_decisions: torch.Tensor
     kl_per_node: dict[int, torch.Tensor] = field(default_factory=dict)
+    contrastive: torch.Tensor | None = None  # the contrastive routing term (0-dim), on two-view batches
+    contrastive_weight: float = 0.0
 
     def loss(self, alpha: float) -> torch.Tensor:
-        """Negative ELBO with KL weight alpha, averaged over the batch."""
-        return (self.rec + alpha * (self.kl_root + self.kl_nodes + self.kl_decisions)).mean()
+        """Negative ELBO with KL weight alpha, averaged over the batch (plus the weighted
+        contrastive term on a two-view batch; the reference does not anneal it)."""
+        elbo = (self.rec + alpha * (self.kl_root + self.kl_nodes + self.kl_decisions)).mean()
+        if self.contrastive is None:
+            return elbo
+        return elbo + self.contrastive_weight * self.contrastive
 
     def terms(self) -> dict[str, float]:
         return {k: v.item() for k, v in self.mean_terms().items()}
 
     def mean_terms(self) -> dict[str, torch.Tensor]:
         """The batch means of the loss terms, as detached tensors (no host sync)."""
-        return {"rec": self.rec.mean().detach(), "kl_root": self.kl_root.mean().detach(),
-                "kl_nodes": self.kl_nodes.mean().detach(), "kl_decisions": self.kl_decisions.mean().detach()}
+        terms = {"rec": self.rec.mean().detach(), "kl_root": self.kl_root.mean().detach(),
+                 "kl_nodes": self.kl_nodes.mean().detach(), "kl_decisions": self.kl_decisions.mean().detach()}
+        if self.contrastive is not None:
+            terms["contrastive"] = self.contrastive.detach()
+        return terms
 
 
 @dataclass
@@ -90,6 +103,9 @@ class TreeVAE(nn.Module):
             self._add_routers(i)
         for i in self.tree.leaves:
             self.decoder[str(i)] = make_decoder(cfg)
+        if cfg.contrastive:  # one projection per bottom-up level d_0 .. d_L (the instance-wise term)
+            self.projection = nn.ModuleList(Projection(cfg.bottom_up_channels, cfg.representation_dim, cfg.activation)
+                                            for _ in range(cfg.max_depth + 1))
         self._trainable_root: int | None = None  # None: the whole tree trains
 
     # ------------------------------------------------------------------ structure
@@ -208,8 +224,9 @@ class TreeVAE(nn.Module):
         return kl_normal(mu_q, var_q, mu_p, var_p)
 
     def _route(self, i: int, d: list[torch.Tensor], z: dict[int, torch.Tensor],
-               prob: dict[int, torch.Tensor]) -> torch.Tensor | None:
-        """Propagate P(node | x) to i's children; returns the decision KL at a router node."""
+               prob: dict[int, torch.Tensor], q: dict[int, torch.Tensor] | None = None) -> torch.Tensor | None:
+        """Propagate P(node | x) to i's children; returns the decision KL at a router node
+        (and records P(left at i | x) in `q` when given)."""
         kids = self.tree.children(i)
         if len(kids) == 1:
             prob[kids[0]] = prob[i]
@@ -218,18 +235,28 @@ class TreeVAE(nn.Module):
         logit_q = self.post_router[str(i)](d[self.level(i)])
         logit_p = self.prior_router[str(i)](z[i])
         p_left = torch.sigmoid(logit_q)
+        if q is not None:
+            q[i] = p_left
         prob[kids[0]] = prob[i] * p_left
         prob[kids[1]] = prob[i] * (1.0 - p_left)
         return kl_bernoulli(logit_q, logit_p)
 
-    def forward(self, x: torch.Tensor, subtree: int | None = None, sample: bool = True) -> TreeOutput:
+    def forward(self, x: torch.Tensor, subtree: int | None = None, sample: bool = True, views: int = 1) -> TreeOutput:
         """Full-tree ELBO terms, or (subtree=i) only the terms of the subtree below node i.
 
         In subtree mode the path root -> i is computed without gradients (it is frozen) and
         the returned terms are those of the full ELBO that depend on the subtree's modules:
         i's decision, the KL of the nodes below i, and the reconstructions of its leaves.
+
+        views=2: x is a two-view batch [x'; x''] (2B samples) and the output carries the
+        contrastive term of the routers this pass trains (model.contrastive must be on).
         """
         self.check_input(x)
+        if views not in (1, 2):
+            raise ValueError(f"views must be 1 or 2, got {views}")
+        if views == 2 and not self.cfg.contrastive:
+            raise ValueError("a two-view batch needs model.contrastive=true (the contrastive routing term)")
+        q: dict[int, torch.Tensor] | None = {} if views == 2 else None
         ones = x.new_ones(x.shape[0])
         z: dict[int, torch.Tensor] = {}
         prob: dict[int, torch.Tensor] = {0: ones}
@@ -246,7 +273,7 @@ class TreeVAE(nn.Module):
                     self._latent(i, d, z, sample)
                     if i != subtree:
                         self._route(i, d, z, prob)
-            kl = self._route(subtree, d, z, prob)
+            kl = self._route(subtree, d, z, prob, q)
             if kl is not None:
                 kl_dec = kl_dec + prob[subtree] * kl
             nodes = [i for i in self.tree.bfs() if i != subtree and subtree in self.tree.path(i)]
@@ -260,16 +287,29 @@ class TreeVAE(nn.Module):
                 kl_root = kl
             else:
                 kl_nodes = kl_nodes + prob[i] * kl
-            kl = self._route(i, d, z, prob)
+            kl = self._route(i, d, z, prob, q)
             if kl is not None:
                 kl_dec = kl_dec + prob[i] * kl
             if self.tree.is_leaf(i):
                 decoded[i] = self.decoder[str(i)](z[i])
                 rec = rec + prob[i] * reconstruction_nll(x, decoded[i], self.cfg.likelihood)
         leaves = sorted(decoded)
+        contrastive = None if q is None else self._contrastive(d, q, prob, whole_tree=subtree is None)
         return TreeOutput(leaves=leaves, leaf_probs=torch.stack([prob[l] for l in leaves], 1),
                           node_probs=prob, z=z, decoded=decoded, rec=rec, kl_root=kl_root, kl_nodes=kl_nodes,
-                          kl_decisions=kl_dec, kl_per_node=kl_per_node)
+                          kl_decisions=kl_dec, kl_per_node=kl_per_node, contrastive=contrastive,
+                          contrastive_weight=self.cfg.contrastive_weight if q is not None else 0.0)
+
+    def _contrastive(self, d: list[torch.Tensor], q: dict[int, torch.Tensor], prob: dict[int, torch.Tensor],
+                     whole_tree: bool) -> torch.Tensor:
+        """The routing term at every router of this pass (q), plus, when the whole tree trains and
+        the root routes, the instance-wise term on the projections of every bottom-up level."""
+        term = d[0].new_zeros(())
+        for i, q_left in q.items():
+            term = term + routing_term(q_left, prob[i])
+        if whole_tree and 0 in q:
+            term = term + instance_term([head(level) for head, level in zip(self.projection, d)])
+        return term
 
     @torch.no_grad()
     def leaf_probs(self, x: torch.Tensor) -> torch.Tensor:

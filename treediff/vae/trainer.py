@@ -25,9 +25,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.augment import augment_views, contrastive_augment
 from ..tree import Tree
 from .budget import phase_epochs, phase_kl_decay, steps_per_epoch
 from .config import GrowthConfig, OptimConfig, TreeVAEConfig
+from .contrastive import pair_views
 from .growth import choose_prune, choose_split, fulltrain_due
 from .losses import kl_weight
 from .model import TreeVAE
@@ -71,12 +73,15 @@ def train_epochs(model: TreeVAE, x: torch.Tensor, *, subtree: int | None, epochs
     epoch drops its partial last batch (budget.steps_per_epoch). Returns per-epoch mean loss terms.
     """
     params = model.set_trainable(subtree)
-    if epochs == 0 or not params or len(x) < 2:  # (BatchNorm needs two samples)
+    views = model.cfg.views  # the batch counts samples: images x views
+    if epochs == 0 or not params or len(x) < 2:  # (BatchNorm needs two samples; NT-Xent two images)
         return []
+    augment = (contrastive_augment(model.cfg.contrastive_augment, model.cfg.image_size, model.cfg.in_channels)
+               if views == 2 else None)
     opt = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=optim.lr_step_epochs, gamma=0.1)
     n = len(x)
-    bs = min(optim.batch_size, n)
+    bs = min(optim.batch_size if views == 1 else max(2, optim.batch_size // views), n)  # images per step
     batches = steps_per_epoch(n, bs)
     decay = optim.kl_decay if kl_decay is None else kl_decay
     history = []
@@ -89,7 +94,10 @@ def train_epochs(model: TreeVAE, x: torch.Tensor, *, subtree: int | None, epochs
         steps = 0
         for start in range(0, batches * bs, bs):
             idx = perm[start:start + bs]
-            out = model(x[idx], subtree=subtree)
+            if augment is None:
+                out = model(x[idx], subtree=subtree)
+            else:  # two augmented views of every image, [x'; x'']
+                out = model(pair_views(augment_views(x[idx], augment, views)), subtree=subtree, views=views)
             loss = out.loss(alpha)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"{desc}: loss is {loss.item()} at epoch {epoch}, step {steps} "
@@ -215,7 +223,8 @@ class GrowthRun:
         checkpoint with what the executor records of the training (e.g. the Ray task that ran it)."""
         budget = "intermediate" if kind == "fulltrain" else kind
         n = int(subset.sum()) if subset is not None else self.executor.num_samples
-        epochs = phase_epochs(self.optim, budget, n)
+        views = self.model_cfg.views  # a step's batch counts views: n images are n x views samples
+        epochs = phase_epochs(self.optim, budget, n * views)
         info = self.executor.train(model, phase=state.phase + 1, epochs=epochs, subset=subset,
                                    kl_decay=phase_kl_decay(self.optim, budget, epochs), **train)
         return self._save(model, state, kind, leaf, {**(extra or {}), **(info or {})})

@@ -170,3 +170,10 @@ def raylet_messages_to_log(log_dir: str | Path) -> None:
 
     print_to_stdstream.__wrapped__ = original
     ray_worker.print_to_stdstream = print_to_stdstream
+
+
+def raylet_messages_to_console() -> None:
+    """Undo raylet_messages_to_log (at the end of the Ray session)."""
+    import ray._private.worker as ray_worker
+
+    ray_worker.print_to_stdstream = getattr(ray_worker.print_to_stdstream, "__wrapped__", ray_worker.print_to_stdstream)

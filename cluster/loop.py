@@ -263,8 +263,7 @@ def run_stage(stage: Stage, data: StageData, worker: Worker, shards: ShardSet, *
                           f"trainer.num_workers x trainer.grad_accum x views = {world} x {t.grad_accum} x {views}")
     micro = data.global_batch // (world * t.grad_accum)
     n = len(data.keys) if data.keys is not None else len(cache) if cache is not None else shards.count(data.split)
-    steps_per_epoch = max(1, n * views // data.global_batch)  # optimiser steps; an epoch draws each image once
-    augment = stage.augmentation() if views > 1 else None
+    steps_per_epoch, augment = _epoch_plan(stage, n, data.global_batch)
 
     stage.setup(data.seed + rank)
     model = stage.build()
@@ -522,6 +521,12 @@ def _root_message(e: BaseException) -> str:
     return text[-1] if text else type(e).__name__
 
 
+def _epoch_plan(stage: Stage, n: int, global_batch: int):
+    """(optimiser steps per epoch, the views' augmentation or None) of a stage on n images: the batch
+    counts samples (images x stage.views), and an epoch draws each image once."""
+    return max(1, n * stage.views // global_batch), (stage.augmentation() if stage.views > 1 else None)
+
+
 def plain_steps(stage: Stage, data: StageData, steps: int, seed: int | None = None,
                 trainer: TrainerConfig = TrainerConfig()) -> list[float]:
     """The same stage and batches in one process without Ray or DeepSpeed (a check of the loop):
@@ -532,8 +537,7 @@ def plain_steps(stage: Stage, data: StageData, steps: int, seed: int | None = No
     cache = split_cache(shards, data.split, trainer)
     n = len(data.keys) if data.keys is not None else shards.count(data.split)
     views = stage.views
-    steps_per_epoch = max(1, n * views // data.global_batch)
-    augment = stage.augmentation() if views > 1 else None
+    steps_per_epoch, augment = _epoch_plan(stage, n, data.global_batch)
 
     def batches(epoch: int):
         cfg = StreamConfig(batch_size=data.global_batch // views, mode="resampled", batches_per_epoch=steps_per_epoch,

@@ -86,6 +86,6 @@ def ray_session(cfg: ClusterConfig, log_dir: str | None = None, verbose: bool = 
     finally:
         ray.shutdown()
         restore_environment(previous)
-        import ray._private.worker as ray_worker
-        ray_worker.print_to_stdstream = getattr(ray_worker.print_to_stdstream, "__wrapped__",
-                                                ray_worker.print_to_stdstream)
+        if log_dir and not verbose:
+            from .console import raylet_messages_to_console
+            raylet_messages_to_console()

@@ -44,11 +44,14 @@ def contrastive_augment(preset: str, image_size: int, channels: int) -> Callable
     ])
 
 
-def augment_views(x: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor], views: int = 2) -> torch.Tensor:
-    """Float images in [-1, 1], (B, C, H, W) -> `views` augmented views of each, (B, views, C, H, W).
+def augment_u8(u8: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor], views: int) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> `views` augmented views of each image, (B, views, C, H, W); each image
+    and view draws its own crop, flip and jitter."""
+    return torch.stack([torch.stack([augment(img) for img in u8]) for _ in range(views)], 1)
 
-    Each image is augmented on its own (a crop, a flip, a jitter drawn per image and view), on
-    its uint8 pixels, as the stream does with the shards' images."""
+
+def augment_views(x: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor], views: int = 2) -> torch.Tensor:
+    """Float images in [-1, 1], (B, C, H, W) -> (B, views, C, H, W), augmented on their uint8 pixels
+    as the stream does with the shards' images."""
     u8 = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    out = torch.stack([torch.stack([augment(img) for img in u8]) for _ in range(views)], 1)
-    return out.float().div(127.5).sub(1.0)
+    return augment_u8(u8, augment, views).float().div(127.5).sub(1.0)

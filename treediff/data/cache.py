@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .augment import augment_u8
 from .shards import ShardSet
 from .stream import StreamConfig, deal, epoch_rng, make_loader
 
@@ -75,8 +76,8 @@ class SplitCache:
             if cfg.views > 1 or augment is not None:
                 if augment is None:
                     raise ValueError("views > 1 needs an augmentation (augment=...)")
-                views = [torch.stack([augment(img) for img in u8]) for _ in range(cfg.views)]
-                u8 = torch.stack(views, 1) if cfg.views > 1 else views[0]
+                u8 = augment_u8(u8, augment, cfg.views)
+                u8 = u8 if cfg.views > 1 else u8[:, 0]
             yield u8.float().div(127.5).sub(1.0), self.labels[idx], [self.keys[i] for i in idx.tolist()]
 
 

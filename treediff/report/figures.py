@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ..tree import depth as heap_depth  # noqa: E402
+
 
 def png(fig, dpi: int = 100) -> bytes:
     """A figure as PNG bytes (the figure is closed)."""
@@ -24,7 +26,7 @@ def tree_layout(tree) -> tuple[dict[int, float], dict[int, int]]:
     """Each node's x and depth: leaves left to right in depth-first order (not by heap id), each
     router above the mean of its children, so that no two edges cross."""
     nodes = tree.bfs()
-    depth = {i: (i + 1).bit_length() - 1 for i in nodes}
+    depth = {i: heap_depth(i) for i in nodes}
     ordered: list[int] = []
     stack = [0]
     while stack:

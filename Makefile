@@ -24,7 +24,8 @@ demo: install
 	$(BIN)/treediff pipeline run_dir=$(RUN_DIR)
 
 test: install
-	$(BIN)/python -m pytest -q --durations=15 tests
+	# a hung test fails after 15 minutes instead of taking the run's whole time (pytest-timeout)
+	$(BIN)/python -m pytest -q --durations=25 --timeout=900 tests
 
 clean-venv:
 	rm -rf $(VENV)

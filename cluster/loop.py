@@ -530,8 +530,20 @@ def _epoch_plan(stage: Stage, n: int, global_batch: int):
 def plain_steps(stage: Stage, data: StageData, steps: int, seed: int | None = None,
                 trainer: TrainerConfig = TrainerConfig()) -> list[float]:
     """The same stage and batches in one process without Ray or DeepSpeed (a check of the loop):
-    the split from memory when trainer.cache_mb holds it (as the loop does), else streamed."""
+    the split from memory when trainer.cache_mb holds it (as the loop does), else streamed; on the
+    workers' torch threads (trainer.cpus_per_worker), since the thread count changes the order of a
+    kernel's sums and so the last bits of every step."""
     from treediff.stages.base import run_plain
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(trainer.cpus_per_worker)
+    try:
+        return _plain_steps(stage, data, steps, seed, trainer, run_plain)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _plain_steps(stage, data, steps, seed, trainer, run_plain) -> list[float]:
 
     shards = ShardSet.open(data.shards)
     cache = split_cache(shards, data.split, trainer)

@@ -3,11 +3,14 @@ pipeline (shortened) runs to COMPLETED with its checkpoints and TensorBoard even
 end-of-time warning checkpoints, requeues, and the requeued run resumes; a cancelled job leaves
 no process behind, Ray's included."""
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from console_helpers import ray_lines
@@ -25,9 +28,9 @@ def job_id_of(out: str) -> str:
     return out.split("submitted SLURM job ")[1].split(":")[0]
 
 
-def job_processes(job_id: str) -> list[str]:
-    """Processes that belong to the job: its SLURM_JOB_ID in their environment, or its Ray temp dir
-    in their command line (Ray's agents rewrite their environment)."""
+def job_processes(job_id: str = "") -> list[str]:
+    """Processes that belong to the job (any job, without an id): its SLURM_JOB_ID in their
+    environment, or its Ray temp dir in their command line (Ray's agents rewrite their environment)."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -40,9 +43,29 @@ def job_processes(job_id: str) -> list[str]:
             env = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"treediff-ray-{job_id}" in cmd or f"SLURM_JOB_ID={job_id}".encode() in env:
+        if proc.name == str(os.getpid()):
+            continue
+        ids = [e[len(b"SLURM_JOB_ID="):].decode() for e in env if e.startswith(b"SLURM_JOB_ID=")]
+        ids = [i for i in ids if i != os.environ.get("SLURM_JOB_ID")]  # not a job the suite itself runs in
+        if f"treediff-ray-{job_id}" in cmd or (job_id in ids if job_id else bool(ids)):
             found.append(f"{proc.name} {cmd[:120]}")
     return found
+
+
+@pytest.fixture(autouse=True)
+def no_job_outlives_its_test(slurm):
+    """A failed test must not leave its job running (and taking the cores) for the rest of the
+    suite: cancel every job, wait for the queue to empty, then kill what is left of them."""
+    yield
+    subprocess.run(["scancel", "--full", "--user", str(os.getuid())], capture_output=True)
+    deadline = time.time() + 60
+    while subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip() and time.time() < deadline:
+        time.sleep(0.5)
+    for line in job_processes():
+        try:
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_pipeline_batch_job_completes_with_checkpoints_and_events(slurm, tmp_path):
@@ -76,33 +99,38 @@ def scontrol_job(job_id: str) -> str:
 def test_end_of_time_warning_checkpoints_then_requeues_and_the_run_resumes(slurm, tmp_path):
     # the USR1 warning (what --signal=B:USR1@300 sends), delivered now: the driver checkpoints
     # mid-phase and stops, the job requeues itself, and its second run continues that phase
-    proc = cli("submit", "slurm", "grow", "run_dir=run", "shards.path=shards", "optim.epochs_initial=40",
-               "growth.num_clusters_tree=2", "optim.epochs_subtree=1", "optim.epochs_finetune=1",
-               "trainer.checkpoint_every=5", cwd=tmp_path)
+    proc = cli("submit", "slurm", "grow", "run_dir=run", "shards.path=shards", "optim.epochs_initial=20",
+               "growth.num_clusters_tree=2", "optim.epochs_subtree=1", "optim.min_steps_subtree=0",
+               "optim.epochs_finetune=1", "trainer.checkpoint_every=4", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     job_id = job_id_of(proc.stdout)
     ray_run = tmp_path / "run" / "ray" / "tree"
+    log = tmp_path / "run" / "slurm" / f"treediff-grow-{job_id}.out"
+
+    def story() -> str:  # what a failure message needs: the job as Slurm sees it, and its log
+        return scontrol_job(job_id) + "\n--- " + str(log) + "\n" + (log.read_text()[-4000:] if log.exists() else "(none)")
     deadline = time.time() + 300
     while not list(ray_run.glob("checkpoint_*/progress.json")):  # the first phase is training
-        assert time.time() < deadline, cli("status", job_id, cwd=tmp_path).stdout
+        assert time.time() < deadline, story()
         time.sleep(0.5)
     subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
     deadline, released = time.time() + 600, False
     while "COMPLETED" not in (out := cli("status", job_id, cwd=tmp_path).stdout):
-        assert time.time() < deadline and not any(s in out for s in ("FAILED", "CANCELLED", "TIMEOUT")), out
-        if not released and "Reason=BeginTime" in (job := scontrol_job(job_id)) and "Restarts=1" in job:
+        assert time.time() < deadline and not any(s in out for s in ("FAILED", "CANCELLED", "TIMEOUT")), out + story()
+        job = scontrol_job(job_id)
+        if not released and "JobState=PENDING" in job and "Restarts=1" in job:
             # slurmctld holds a requeued batch job for ~2 min (its begin time); the test starts it now
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
             released = True
         time.sleep(1)
-    text = (tmp_path / "run" / "slurm" / f"treediff-grow-{job_id}.out").read_text()
-    assert "got the end-of-time signal" in text and "stopped on request" in text
-    assert "treediff: grow exited with status 3" in text  # saved and stopped, then requeued
-    assert "treediff: grow exited with status 0" in text  # the requeued run
+    text = log.read_text()
+    assert "got the end-of-time signal" in text and "stopped on request" in text, text[-4000:]
+    assert "treediff: grow exited with status 3" in text, text[-4000:]  # saved and stopped, then requeued
+    assert "treediff: grow exited with status 0" in text, text[-4000:]  # the requeued run
     restarts = scontrol_job(job_id)
     assert "Restarts=1" in restarts, restarts
     initial = json.loads((tmp_path / "run" / "tree" / "phase-000-initial" / "meta.json").read_text())
-    assert initial["resumed_from_epoch"] is not None and initial["resumed_from_epoch"] < 39
+    assert initial["resumed_from_epoch"] is not None and initial["resumed_from_epoch"] < 19
     assert not job_processes(job_id)
 
 
@@ -112,7 +140,7 @@ def test_cancelled_job_leaves_no_process(slurm, tmp_path):
     job_id = job_id_of(proc.stdout)
     deadline = time.time() + 180
     while not any("raylet" in p for p in job_processes(job_id)):  # the job's Ray is up
-        assert time.time() < deadline, cli("status", job_id, cwd=tmp_path).stdout
+        assert time.time() < deadline, cli("status", job_id, cwd=tmp_path).stdout + scontrol_job(job_id)
         time.sleep(0.5)
     assert any("raylet" in p for p in job_processes(job_id))
     assert cli("cancel", job_id, cwd=tmp_path).returncode == 0

@@ -40,7 +40,7 @@ def test_killed_worker_continues_its_phase_from_the_last_checkpoint(local_ray, d
     run_dir = tmp_path / "run"
     trainer = TrainerConfig(num_workers=2, storage_path=str(run_dir / "ray"), max_failures=1, checkpoint_every=1,
                             zero_stage=0)
-    optim = OptimConfig(batch_size=64, kl_start=0.1, epochs_initial=2, epochs_subtree=25, epochs_finetune=1)
+    optim = OptimConfig(batch_size=64, kl_start=0.1, epochs_initial=2, epochs_subtree=12, epochs_finetune=1)
     growth = GrowthConfig(num_clusters_tree=3, max_phases=1, max_depth=4)
     killed = {}
 
@@ -67,7 +67,7 @@ def test_killed_worker_continues_its_phase_from_the_last_checkpoint(local_ray, d
     assert f":{killed['pid']}" in metas[0]["worker_group"][1]
     # the restarted group (new processes) continued phase 1 after its checkpoint, not from epoch 0,
     # and grew the rest of the tree itself
-    assert metas[1]["resumed_from_epoch"] is not None and 1 <= metas[1]["resumed_from_epoch"] < 24
+    assert metas[1]["resumed_from_epoch"] is not None and 1 <= metas[1]["resumed_from_epoch"] < 11
     assert metas[1]["worker_group"] != metas[0]["worker_group"]
     assert metas[-1]["worker_group"] == metas[1]["worker_group"]
     assert model.tree.leaves == load_tree_model(run_dir / "tree" / phases[-1]).tree.leaves

@@ -83,7 +83,7 @@ def trainer(tmp_path, **kw):
 
 def test_one_worker_matches_the_plain_loop(local_ray, digit_shards, tmp_path):
     data = StageData(digit_shards, global_batch=64, seed=5)
-    plain = plain_steps(initial_stage(), data, steps=20)
+    plain = plain_steps(initial_stage(), data, steps=20, trainer=trainer(tmp_path, num_workers=1))
     _, metrics = fit_stage(initial_stage(), data, trainer(tmp_path, num_workers=1), name="eq", local=True,
                            record_losses=True)
     ray_losses = metrics["step_losses"][:20]
@@ -172,8 +172,8 @@ def test_a_binding_gradient_clip_gives_the_plain_loops_losses(local_ray, digit_s
                               grad_clip=clip)
         return DiffusionStage(cfg, str(tree), epochs=1)
     data = StageData(digit_shards, global_batch=64, seed=3)
-    clipped = plain_steps(stage(1e-3), data, steps=12)
-    unclipped = plain_steps(stage(0.0), data, steps=12)
+    clipped = plain_steps(stage(1e-3), data, steps=12, trainer=trainer(tmp_path, num_workers=1))
+    unclipped = plain_steps(stage(0.0), data, steps=12, trainer=trainer(tmp_path, num_workers=1))
     assert abs(clipped[-1] - unclipped[-1]) > 1e-3  # the clip binds: it changes the trajectory
     _, metrics = fit_stage(stage(1e-3), data, trainer(tmp_path, num_workers=1), name="clip", local=True,
                            record_losses=True)

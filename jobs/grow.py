@@ -71,19 +71,21 @@ SMALL = 25_000 * 32 * 32  # baselines are computed beside the tree when train + 
 
 
 def baselines(cfg: JobConfig, test) -> list[dict]:
-    """k-means(10) fit on the training pixels and (up to 5,000 images) Ward, scored on the same
-    test split as the tree: the classical clusterings it has to beat (small data sets only)."""
+    """k-means(k) fit on the training pixels and (up to 5,000 images) Ward(k), k the number of
+    classes, scored on the same test split as the tree: the classical clusterings it has to beat
+    (small data sets only)."""
     from treediff.metrics.baselines import kmeans_baseline, ward_baseline
 
     pixels = int(np.prod(test.images.shape[1:]))
-    if cfg.data.name not in ("digits", "mnist", "fashion_mnist") or pixels * len(test) > SMALL:
+    if cfg.data.name not in ("digits", "mnist", "fashion_mnist", "photo_patches") or pixels * len(test) > SMALL:
         return []
     train = load_split(cfg.data, "train")
     if (len(train) + len(test)) * pixels > SMALL:
         return []
-    rows = [kmeans_baseline(train.images, test.images, test.labels)]
+    k = len(np.unique(test.labels))
+    rows = [kmeans_baseline(train.images, test.images, test.labels, k=k)]
     if len(train) + len(test) <= 5000:
-        rows.append(ward_baseline(train.images, test.images, test.labels))
+        rows.append(ward_baseline(train.images, test.images, test.labels, k=k))
     print("[grow] baselines on the raw pixels: " + "; ".join(f"{b['method']} NMI {b['nmi']:.3f} ACC {b['acc']:.3f}"
                                                             for b in rows), flush=True)
     return rows

@@ -1,12 +1,16 @@
-"""The quick presets of MNIST-format data run end to end through the command a full preset uses
-(`treediff pipeline experiment=<name>`): grow, both diffusion modes, evaluation."""
+"""The quick presets run end to end through the command a full preset uses (`treediff pipeline
+experiment=<name>`): grow, both diffusion modes, evaluation; MNIST-format and CIFAR-format data."""
 import json
 import os
+import pickle
 
 import pytest
+import numpy as np
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from jobs.cli import main
+from treediff.data.bundled import load_photo_patches
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
@@ -53,3 +57,35 @@ def test_fashion_mnist_quick_runs_end_to_end(tmp_path):
     assert (config["model"]["encoder"], config["model"]["image_size"], config["model"]["latent_channels"]) == (
         "cnn1", 28, 16)  # the reference architecture at full size
     assert config["diffusion"]["pad_to"] == 32 and config["growth"]["intermediate_fulltrain_every"] == 3
+
+
+def write_cifar_from_photos(root, per_batch: int, n_test: int):
+    """cifar-10-batches-py (protocol-2 pickles of {b"data": rows R|G|B, b"labels": [...]}, and
+    batches.meta) holding real colour pixels: the bundled photo crops, 8 of the 10 class ids."""
+    root.mkdir(parents=True)
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": names, b"num_vis": 3072}, protocol=2))
+    for split, files, n in (("train", [f"data_batch_{i}" for i in range(1, 6)], per_batch), ("test", ["test_batch"], n_test)):
+        crops = load_photo_patches(split)
+        pick = np.random.default_rng(0).permutation(len(crops.labels))[:n * len(files)]
+        for i, name in enumerate(files):
+            rows = pick[i * n:(i + 1) * n]
+            data = crops.images[rows].transpose(0, 3, 1, 2).reshape(n, -1)  # (N, 3072): red, green, blue planes
+            batch = {b"batch_label": name.encode(), b"labels": [int(v) for v in crops.labels[rows]], b"data": data}
+            (root / name).write_bytes(pickle.dumps(batch, protocol=2))
+
+
+def test_cifar10_quick_runs_end_to_end_with_the_contrastive_term(tmp_path):
+    # CIFAR-10's on-disk format written from real colour crops (no CIFAR-10 ships here): the tree
+    # with the contrastive term on two augmented views, both diffusion modes, evaluation
+    root = tmp_path / "cifar-10-batches-py"
+    write_cifar_from_photos(root, per_batch=160, n_test=200)  # fewer images and the 4-epoch tree collapses to one leaf
+    config = check_run(pipeline("cifar10_quick", tmp_path, f"data.root={root}", "diffusion.steps=20",
+                               "diffusion.log_every=10", "eval.classifier_epochs=1"), leaves_at_most=4)
+    assert config["data"]["name"] == "cifar10" and config["model"]["encoder"] == "cnn2"
+    assert config["model"]["contrastive"] is True and config["model"]["contrastive_weight"] == 100.0
+    events = EventAccumulator(str(tmp_path / "run" / "tb" / "driver"), size_guidance={"scalars": 0})
+    events.Reload()
+    for phase in ("initial", "finetune"):  # the term was added in the training phases, and is finite
+        values = [s.value for s in events.Scalars(f"tree/{phase}/contrastive")]
+        assert values and all(np.isfinite(values)) and min(values) > 0

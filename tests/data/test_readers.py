@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from treediff.data.arrays import ImageArrays
-from treediff.data.bundled import load_digits
+from treediff.data.bundled import PHOTOS, load_digits, load_photo_patches
 from treediff.data.idx import FASHION_CLASSES, load_mnist_format, read_idx, write_idx
 from treediff.data.sources import SOURCES, load_source
 
@@ -240,3 +240,24 @@ def test_fashion_mnist_from_debian_package():
     assert len(train.classes) == 10 and train.classes == FASHION_CLASSES
     np.testing.assert_array_equal(np.bincount(train.labels, minlength=10), np.full(10, 6000))
     np.testing.assert_array_equal(np.bincount(test.labels, minlength=10), np.full(10, 1000))
+
+
+# --- bundled photo crops -------------------------------------------------------------------------
+
+
+def test_photo_patches_are_disjoint_shuffled_and_deterministic():
+    train, test = load_photo_patches("train"), load_photo_patches("test")
+    assert train.images.shape == (4000, 32, 32, 3) and test.images.shape == (1000, 32, 32, 3)
+    assert train.images.dtype == np.uint8 and train.classes == list(PHOTOS)
+    assert np.bincount(train.labels).tolist() == [500] * 8 and np.bincount(test.labels).tolist() == [125] * 8
+    # a prefix (what data.limit_train / limit_test keep) holds every class in about equal shares
+    for data, n in ((train, 2048), (test, 512)):
+        share = np.bincount(data.labels[:n], minlength=8) / n
+        assert share.min() > 0.08 and share.max() < 0.17, share
+    # the splits come from disjoint parts of each photo: a crop in both can only be a near-black
+    # patch of the retina photo's border
+    both = set(rows(train)) & set(rows(test))
+    assert all(max(row[:-1]) <= 4 for row in both), len(both)
+    again = load_photo_patches("test")
+    np.testing.assert_array_equal(again.images, test.images)
+    np.testing.assert_array_equal(again.labels, test.labels)

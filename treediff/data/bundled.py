@@ -53,7 +53,8 @@ def load_photo_patches(split: str, seed: int = 0) -> ImageArrays:
 
     Train and test crops come from disjoint parts of each photo (the test split's from its right
     quarter), so no test pixel is ever seen in training. Crop sides are drawn between 48 and 160
-    pixels (capped by the part), resized with PIL's antialiasing box filter. Deterministic in `seed`.
+    pixels (capped by the part), resized with PIL's antialiasing box filter. The crops come in a
+    random order, as CIFAR-10's batches do, so a prefix keeps every class. Deterministic in `seed`.
     """
     from PIL import Image
 
@@ -73,4 +74,6 @@ def load_photo_patches(split: str, seed: int = 0) -> ImageArrays:
             crop = Image.fromarray(np.ascontiguousarray(part[r:r + side, c:c + side]))
             images.append(np.asarray(crop.resize((PATCH_SIZE, PATCH_SIZE), Image.Resampling.BOX)))
             labels.append(label)
-    return ImageArrays(np.stack(images), np.asarray(labels, np.int64), list(PHOTOS), f"photo_patches/{split}")
+    order = rng.permutation(len(images))  # classes interleaved, so a prefix (data.limit_*) holds every class
+    return ImageArrays(np.stack(images)[order], np.asarray(labels, np.int64)[order], list(PHOTOS),
+                       f"photo_patches/{split}")

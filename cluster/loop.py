@@ -535,16 +535,6 @@ def plain_steps(stage: Stage, data: StageData, steps: int, seed: int | None = No
     kernel's sums and so the last bits of every step."""
     from treediff.stages.base import run_plain
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(trainer.cpus_per_worker)
-    try:
-        return _plain_steps(stage, data, steps, seed, trainer, run_plain)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _plain_steps(stage, data, steps, seed, trainer, run_plain) -> list[float]:
-
     shards = ShardSet.open(data.shards)
     cache = split_cache(shards, data.split, trainer)
     n = len(data.keys) if data.keys is not None else shards.count(data.split)
@@ -556,8 +546,21 @@ def _plain_steps(stage, data, steps, seed, trainer, run_plain) -> list[float]:
                            shuffle_buffer=trainer.shuffle_buffer, seed=data.seed, epoch=epoch, keys=data.keys,
                            views=views)
         return cache.batches(cfg, augment) if cache is not None else make_loader(shards, data.split, cfg, augment)
-    _, losses = run_plain(stage, batches, steps_per_epoch, seed=data.seed if seed is None else seed, max_steps=steps)
+    with _torch_threads(trainer.cpus_per_worker):
+        _, losses = run_plain(stage, batches, steps_per_epoch, seed=data.seed if seed is None else seed,
+                              max_steps=steps)
     return losses
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op threads set to `n` for the block, then put back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 __all__ = ["Control", "JobStopped", "StageData", "StageFailed", "StopRequested", "Worker", "fit_loop", "fit_stage", "run_stage", "read_progress", "train_loop_per_worker", "deepspeed_config", "plain_steps", "stop_file"]

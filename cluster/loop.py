@@ -470,9 +470,9 @@ def fit_loop(loop, loop_config: dict[str, Any], trainer: TrainerConfig, *, name:
     Raises StageFailed with the worker's message (`what` names the work) when the run fails.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from .rendezvous import torch_config
+    from .trainer import Trainer
 
     storage = Path(trainer.storage_path).resolve()
     storage.mkdir(parents=True, exist_ok=True)
@@ -494,7 +494,7 @@ def fit_loop(loop, loop_config: dict[str, Any], trainer: TrainerConfig, *, name:
     follow = contextlib.nullcontext() if trainer.verbose else Follower(worker_log(trainer.log_dir, name, 0))
     try:
         with follow:
-            result = TorchTrainer(train_loop_per_worker, train_loop_config=config, scaling_config=scaling,
+            result = Trainer(train_loop_per_worker, train_loop_config=config, scaling_config=scaling,
                                   run_config=run, torch_config=tc).fit()
     except Exception as e:  # TrainingFailedError and friends: surface the worker's own message
         raise StageFailed(f"{what}: {_root_message(e)} (Ray Train run {storage / name}{logs})") from e

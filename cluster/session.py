@@ -17,8 +17,9 @@ def local_env(cfg: ClusterConfig) -> dict[str, str]:
     resolved to the machine's external address. gloo is pinned to the loopback interface.
     """
     # Ray Train V2 routes the workers' print() through its logger as well (every line twice in a
-    # worker's log file, cluster/console.py): plain prints
-    env = {"RAY_AUTH_MODE": "token", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    # worker's log file, cluster/console.py): plain prints. Its preemption watcher (one more actor
+    # process per Train run, polling for drained nodes) has nothing to watch on one machine.
+    env = {"RAY_AUTH_MODE": "token", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
     if cfg.node_ip.startswith("127."):
         env |= {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo"}
     return env

@@ -39,9 +39,7 @@ def check_run(run_dir, leaves_at_most: int) -> dict:
     return yaml.safe_load((run_dir / "config.yaml").read_text())
 
 
-def test_digits_quick_runs_end_to_end(tmp_path):
-    config = check_run(pipeline("digits_quick", tmp_path), leaves_at_most=4)
-    assert config["model"]["image_size"] == 8 and config["eval"]["extractor"] == "pixels"
+# digits_quick runs end to end in tests/e2e (the pipeline the e2e tests share is that preset)
 
 
 def test_fashion_mnist_quick_runs_end_to_end(tmp_path):

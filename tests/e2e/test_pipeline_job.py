@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from jobs.cli import JobError, run_job
@@ -25,6 +26,20 @@ def test_pipeline_trains_both_modes_and_writes_leaf_grids(pipeline_run):
         # a row per leaf of 3 tiles, 8x8 upscaled to 32x32, 2-pixel padding, 44-pixel label margin
         assert png.size == (44 + 3 * 34 + 2, len(leaves) * 34 + 2)
     assert (run_dir / "samples" / "treevae_leaves.png").is_file()
+
+
+def test_the_digits_quick_preset_runs_end_to_end(pipeline_run):
+    # the shared run is `treediff pipeline experiment=digits_quick`: the preset's data, model and
+    # evaluation, its growth (subtree phases, up to 4 leaves) and a finetune at the end
+    run_dir, report = pipeline_run
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["model"]["image_size"] == 8 and config["eval"]["extractor"] == "pixels"
+    assert config["growth"]["num_clusters_tree"] == 4 and config["optim"]["min_steps_subtree"] == 0
+    phases = sorted(p.name for p in (run_dir / "tree").glob("phase-*"))
+    assert phases[0] == "phase-000-initial" and phases[-1].endswith("-finetune")
+    assert any("-subtree-" in p for p in phases)
+    assert 2 <= len(report["tree"]["leaves"]) <= 4
+    assert (run_dir / "eval" / "report.md").is_file()
 
 
 def test_pipeline_ends_with_an_evaluation_report(pipeline_run):

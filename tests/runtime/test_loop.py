@@ -38,6 +38,8 @@ class ProbeStage(TreePhaseStage):
             self.probed = True
             out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
             Path(self.probe_dir, f"ss-{os.getpid()}.txt").write_text(out)
+            procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            Path(self.probe_dir, f"ps-{os.getpid()}.txt").write_text(procs)
         return super().loss(forward, batch)
 
 
@@ -112,6 +114,12 @@ def test_two_workers_zero1_train_and_listen_on_loopback_only(local_ray, digit_sh
                 seen.append(line.split()[3].rsplit(":", 1)[0])
     seen += [addr for addr, _ in listeners_of(descendants())]
     assert seen and all(addr in LOOPBACK for addr in seen), seen
+    # while the run trains, none of Ray Train's helpers that cannot work on a local cluster: the
+    # placement-group cleaner (it polls the State API, which needs the dashboard, and the run's end
+    # waited 12 s for it: cluster/trainer.py) and the preemption watcher (no node is drained here)
+    actors = [line for line in (probe / f"ps-{worker_pids[0]}.txt").read_text().splitlines() if line.startswith("ray::")]
+    assert any("RayTrainWorker" in a for a in actors) and any("TrainController" in a for a in actors), actors
+    assert not any("PlacementGroupCleaner" in a or "PreemptionWatcher" in a for a in actors), actors
     # DeepSpeed built no JIT op (it would land in the environment's TORCH_EXTENSIONS_DIR)
     if "TORCH_EXTENSIONS_DIR" not in os.environ:
         assert not list((Path(sys.prefix) / "torch_extensions").rglob("*shm_comm*"))

@@ -81,7 +81,8 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     # two worker processes (the killed driver's group, which Ray reaps within seconds, may have
     # finished a phase before the re-run took the run over, never after: cluster.growth's owner token)
     trained = [p for p in phases if not p.split("-")[2] == "prune"]
-    metas = {p: json.loads((run_dir / "tree" / p / "meta.json").read_text()) for p in trained}
+    every_meta = {p: json.loads((run_dir / "tree" / p / "meta.json").read_text()) for p in phases}
+    metas = {p: every_meta[p] for p in trained}
     assert {m["ray_train_run"] for m in metas.values()} == {"tree"}
     group = tuple(metas[trained[-1]]["worker_group"])
     assert len(group) == 2 and len(set(group)) == 2 and group != tuple(metas["phase-000-initial"]["worker_group"])
@@ -90,8 +91,7 @@ def test_ray_pipeline_resumes_after_a_killed_driver_and_logs_everything(tmp_path
     # the re-run says where it resumed: after the last phase complete on disk when it took over
     # (phase 0, or a later one the killed driver's group got to finish), and its own splits are on
     # the console as they are taken
-    first_of_ours = next(p for p in phases if tuple(json.loads((run_dir / "tree" / p / "meta.json").read_text())[
-        "worker_group"]) == group)  # a prune phase included
+    first_of_ours = next(p for p in phases if tuple(every_meta[p]["worker_group"]) == group)  # a prune phase included
     resumed_after = phases[phases.index(first_of_ours) - 1]
     assert any(line.startswith(f"[grow] resuming after {resumed_after}") for line in console), "\n".join(console)
     if any("-subtree-" in p for p in ours):

@@ -1,6 +1,7 @@
 """`treediff submit ray` through Ray's Job Submission API, to a Ray head started here on 127.0.0.1
 (dashboard and job server on loopback): a job followed to SUCCEEDED, a failing one to FAILED with
 the end of its log."""
+import contextlib
 import os
 import shutil
 import signal
@@ -16,10 +17,14 @@ import pytest
 from treediff.data.shards import ShardSet
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports on loopback: every socket is held until all are chosen (one at a time,
+    the kernel may hand the same port out twice, and `ray start` refuses two components on one port)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 def group_alive(pgid: int) -> bool:
@@ -34,7 +39,7 @@ def group_alive(pgid: int) -> bool:
 def ray_head(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rayhead")
     temp_dir = tempfile.mkdtemp(prefix="tdrj-", dir="/tmp")  # Ray's unix sockets: paths <= 107 bytes
-    port, dash = free_port(), free_port()
+    port, dash, agent_http, agent_grpc, metrics, runtime_env = free_ports(6)
     # a cluster runs inside its Python environment: its `python` (the job's entrypoint) is this one
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = dict(os.environ, PATH=path, RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
@@ -47,8 +52,8 @@ def ray_head(tmp_path_factory):
     # every port of our own: the agent's default HTTP port (52365) may belong to another Ray on the host
     head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}", "--include-dashboard=true",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
-                             f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                             f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+                             f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                             f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
                              f"--temp-dir={temp_dir}", "--disable-usage-stats"],
                             env=env, start_new_session=True, stdout=open(tmp / "head.log", "w"),
                             stderr=subprocess.STDOUT)

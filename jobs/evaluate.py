@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from treediff.checkpoint import TREE
+from treediff.checkpoint import TREE, WEIGHTS
 from treediff.data.tensors import to_model_range
 from treediff.diffusion.trainer import is_complete
 from treediff.eval.chunks import Chunk, merge_results, split_indices
@@ -372,6 +372,7 @@ def _run(cfg: JobConfig, plain: dict) -> dict[str, Any]:
         report |= diagnostics(cfg, test, classifier, n_classes, next(iter(found.values())), out_dir)
     for name in found:
         r = summarize(name, merged, ref, label, cfg.sampler.w, e.guidance)
+        r["weights"] = weights_stamp(found[name])
         report["checkpoints"][name] = r
         ceiling = (report.get("ceiling") or {})
         if "mean_purity" in r.get("generation", {}) and ceiling:
@@ -402,10 +403,11 @@ def _run(cfg: JobConfig, plain: dict) -> dict[str, Any]:
             r["leaf"]["figure"] = str(png)
             print(f"[evaluate] {name} leaf purity: mean {pr['mean_purity']:.3f} "
                   + " ".join(f"{l}:{v['purity']:.2f}" for l, v in pr["leaves"].items()) + f" ({png})", flush=True)
+    kept = keep_earlier(report, out_dir / "report.json", run_dir)
     tb.text("eval/report", markdown(report))
     tb.close()
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_examples(run_dir, found, merged)
+    save_examples(run_dir, found, merged, kept)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out_dir / "report.md").write_text(markdown(report))
     update_metrics(run_dir, ["eval"], {name: r for name, r in report["checkpoints"].items()})
@@ -414,12 +416,57 @@ def _run(cfg: JobConfig, plain: dict) -> dict[str, Any]:
     return report
 
 
-def save_examples(run_dir: Path, found: dict[str, Path], merged: dict[str, Any]) -> None:
+# What makes two evaluations' figures comparable: the same features, reference, sampler and seeds.
+SETTINGS = ("extractor", "reference", "n_reference", "sampler", "seed")
+
+
+def weights_stamp(ckpt: Path) -> dict[str, int]:
+    """Which weights a result is of (a retrained checkpoint gets a new stamp)."""
+    st = (ckpt / WEIGHTS).stat()
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def keep_earlier(report: dict[str, Any], previous: Path, run_dir: Path) -> list[str]:
+    """Carry over the earlier report's results of the checkpoints this evaluation did not score
+    (`eval.checkpoints=[path]` re-scores path and keeps recon's results), where they are still
+    valid: the same settings (SETTINGS), the checkpoint still complete and its weights unchanged.
+    The others are dropped, each with a line saying why. Returns the names kept."""
+    if not previous.is_file():
+        return []
+    try:
+        before = json.loads(previous.read_text())
+    except json.JSONDecodeError:
+        print(f"[evaluate] {previous} is not valid JSON: its earlier results are not carried over", flush=True)
+        return []
+    kept = []
+    for name, r in (before.get("checkpoints") or {}).items():
+        if name in report["checkpoints"]:
+            continue
+        ckpt = run_dir / "diffusion" / name
+        changed = [k for k in SETTINGS if before.get(k) != report.get(k)]
+        why = (f"its settings differ ({', '.join(changed)})" if changed
+               else "its checkpoint is gone" if not is_complete(ckpt)
+               else "its weights changed since" if r.get("weights") != weights_stamp(ckpt) else None)
+        if why:
+            print(f"[evaluate] the earlier results of {name} are dropped: {why}; "
+                  f"re-score it with eval.checkpoints=[{name}]", flush=True)
+            continue
+        report["checkpoints"][name] = r
+        kept.append(name)
+    if kept:
+        print(f"[evaluate] kept the earlier results of {', '.join(kept)} (same settings, same weights)", flush=True)
+    report["checkpoints"] = dict(sorted(report["checkpoints"].items()))
+    return kept
+
+
+def save_examples(run_dir: Path, found: dict[str, Path], merged: dict[str, Any], kept: list[str] = ()) -> None:
     """The report page's per-leaf images: each checkpoint's per-leaf samples and the TreeVAE
-    decodings of the same draws (treediff/report/examples.py)."""
+    decodings of the same draws (treediff/report/examples.py); those of the `kept` checkpoints
+    (results carried over from the earlier evaluation) stay as they were."""
     from treediff.report import examples
 
-    groups: dict[str, dict[int, Any]] = {}
+    earlier = examples.load(run_dir / examples.EVAL_EXAMPLES)
+    groups: dict[str, dict[int, Any]] = {g: v for g, v in earlier.items() if g.split("/")[0] in kept}
     for name in found:
         for key, m in merged.items():
             if key.startswith(f"{name}/leaf/"):

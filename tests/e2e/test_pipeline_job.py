@@ -93,6 +93,13 @@ def test_evaluate_reuses_the_cached_reference_and_the_classifier(pipeline_run, c
     # same seeds, same samples: the same FID as the pipeline's evaluation
     assert again["checkpoints"]["path"]["generation"]["fid"] == pytest.approx(
         report["eval"]["checkpoints"]["path"]["generation"]["fid"], rel=1e-6)
+    # recon was not re-scored: its results are carried over (same settings, same weights), in the
+    # report and in metrics.json, so re-scoring one checkpoint loses nothing of the other
+    assert "kept the earlier results of recon" in out
+    assert again["checkpoints"]["recon"] == json.loads(json.dumps(report["eval"]["checkpoints"]["recon"], default=str))
+    on_disk = json.loads((run_dir / "eval" / "report.json").read_text())["checkpoints"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())["eval"]
+    assert set(on_disk) == set(metrics) == {"path", "recon"}
 
 
 def test_evaluate_names_a_missing_checkpoint(pipeline_run):

@@ -130,3 +130,18 @@ def test_two_view_batches_are_checked():
         pair_views(torch.zeros(4, 3, 8, 8))
     with pytest.raises(ValueError, match="at least 2 image pairs"):
         nt_xent(torch.ones(2, 2), 1.0)
+
+
+@pytest.mark.parametrize("preset, channels", [("crop", 3), ("crop", 1), ("affine", 1), ("flip", 1)])
+def test_the_colour_free_presets_keep_shape_and_dtype_and_move_pixels(preset, channels):
+    torch.manual_seed(0)
+    x = torch.rand(8, channels, 8, 8) * 2 - 1
+    views = augment_views(x, contrastive_augment(preset, 8, channels))  # (B, 2, C, H, W)
+    assert views.shape == (8, 2, channels, 8, 8) and views.dtype == x.dtype
+    assert views.min() >= -1 and views.max() <= 1
+    assert not torch.equal(views[:, 0], views[:, 1])  # the two views of an image differ
+
+
+def test_a_colour_preset_on_grey_images_is_refused():
+    with pytest.raises(ValueError, match="needs colour images"):
+        contrastive_augment("cifar", 8, 1)

@@ -8,7 +8,11 @@ of every image with it (two for the contrastive term); DDPM training uses none.
           p = 0.8, RandomGrayscale p = 0.2 (CIFAR-10 and CUBICC in the reference)
   celeba  RandomResizedCrop(scale 0.75-1, ratio 4/5-5/4, bicubic), h-flip, ColorJitter(0.2, 0.2, 0.2)
           with p = 0.8
+  crop    the cifar preset's crop and h-flip without its colour jitter and greyscale (data whose
+          classes differ by colour)
   flip    h-flip only (grey-scale data; the reference uses no augmentation there)
+  affine  RandomAffine: rotation up to 10 degrees, shift up to 1/8 of the side, scale 0.9-1.1
+          (digits and other grey-scale glyphs, whose class a flip can change; not in the reference)
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from typing import Callable
 
 import torch
 
-PRESETS = ("cifar", "celeba", "flip")
+PRESETS = ("cifar", "celeba", "crop", "flip", "affine")
+COLOUR_PRESETS = ("cifar", "celeba")   # these jitter colours: 3-channel data only
 
 
 def contrastive_augment(preset: str, image_size: int, channels: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -26,6 +31,15 @@ def contrastive_augment(preset: str, image_size: int, channels: int) -> Callable
         raise ValueError(f"augmentation preset must be one of {PRESETS}, got {preset!r}")
     if preset == "flip":
         return v2.RandomHorizontalFlip()
+    if preset == "affine":
+        return v2.RandomAffine(degrees=10, translate=(0.125, 0.125), scale=(0.9, 1.1),
+                               interpolation=InterpolationMode.BILINEAR)
+    if preset == "crop":
+        return v2.Compose([
+            v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), interpolation=InterpolationMode.BICUBIC,
+                                 antialias=True),
+            v2.RandomHorizontalFlip(),
+        ])
     if channels != 3:
         raise ValueError(f"augmentation preset {preset!r} needs colour images, got {channels} channel(s)")
     if preset == "cifar":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..data.augment import PRESETS as AUGMENT_PRESETS
+from ..data.augment import COLOUR_PRESETS, PRESETS as AUGMENT_PRESETS
 
 ACTIVATIONS = ("silu", "relu", "leaky_relu")
 ENCODERS = ("cnn1", "cnn2")
@@ -65,10 +65,10 @@ class TreeVAEConfig:
         _check(self.contrastive_weight >= 0, "model.contrastive_weight", f"must be >= 0, got {self.contrastive_weight}")
         _check(self.contrastive_augment in AUGMENT_PRESETS, "model.contrastive_augment",
                f"must be one of {AUGMENT_PRESETS}, got {self.contrastive_augment!r}")
-        if self.contrastive and self.contrastive_augment != "flip":
+        if self.contrastive and self.contrastive_augment in COLOUR_PRESETS:
             _check(self.in_channels == 3, "model.contrastive_augment",
                    f"preset {self.contrastive_augment!r} jitters colours and needs model.in_channels=3, "
-                   f"got {self.in_channels} (grey data: contrastive_augment=flip)")
+                   f"got {self.in_channels} (grey data: contrastive_augment=crop, flip or affine)")
 
     @property
     def hidden(self) -> int:

@@ -446,7 +446,8 @@ def keep_earlier(report: dict[str, Any], previous: Path, run_dir: Path) -> list[
         changed = [k for k in SETTINGS if before.get(k) != report.get(k)]
         why = (f"its settings differ ({', '.join(changed)})" if changed
                else "its checkpoint is gone" if not is_complete(ckpt)
-               else "its weights changed since" if r.get("weights") != weights_stamp(ckpt) else None)
+               else "it records no weights stamp (an older report)" if "weights" not in r
+               else "its weights changed since" if r["weights"] != weights_stamp(ckpt) else None)
         if why:
             print(f"[evaluate] the earlier results of {name} are dropped: {why}; "
                   f"re-score it with eval.checkpoints=[{name}]", flush=True)

@@ -49,6 +49,7 @@ def test_the_other_checkpoints_results_are_kept(run, capsys):
     ("sampler", "settings differ (sampler)"),
     ("weights", "weights changed"),
     ("gone", "checkpoint is gone"),
+    ("unstamped", "records no weights stamp"),
 ])
 def test_results_that_no_longer_hold_are_dropped_with_the_reason(run, capsys, change, why):
     run_dir, previous, now, recon = run
@@ -59,6 +60,10 @@ def test_results_that_no_longer_hold_are_dropped_with_the_reason(run, capsys, ch
     elif change == "weights":  # retrained since: new weights
         (recon / WEIGHTS).write_bytes(b"y" * 9)
         os.utime(recon / WEIGHTS, ns=(1, 1))
+    elif change == "unstamped":  # a report written before results carried a weights stamp
+        earlier = json.loads(previous.read_text())
+        del earlier["checkpoints"]["recon"]["weights"]
+        previous.write_text(json.dumps(earlier))
     else:
         (recon / EMA_FILE).unlink()
     assert keep_earlier(now, previous, run_dir) == []

@@ -29,17 +29,14 @@ CASES = [("plain", 1), ("plain", 2), ("all-reduce", 2), ("deepspeed", 2), ("deep
 
 
 def worker(rank: int, world: int, mode: str, leaves: int, steps: int, port: int, out) -> None:
-    from common import default_config, grown_tree
-    from treediff.stages.tree import TreePhaseStage
+    from common import default_config, tree_stage
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(LOCAL_RANK=str(rank))  # DeepSpeed reads it
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     cfg = default_config()
     micro = 64 // world
-    tree = grown_tree(cfg.model, leaves)
-    stage = TreePhaseStage(cfg.model, tree.tree.to_json(), tree.state_dict(), None, cfg.optim, epochs=1, name="tree")
+    stage = tree_stage(cfg, epochs=1, leaves=leaves)
     stage.setup(rank)
     stage.begin_epoch(None, 5)
     model = stage.build()

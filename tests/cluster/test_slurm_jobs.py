@@ -15,7 +15,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from console_helpers import ray_lines
 
-SHORT = ["optim.epochs_initial=2", "optim.epochs_subtree=1", "optim.min_steps_subtree=0", "optim.epochs_finetune=1", "growth.num_clusters_tree=2",
+SHORT = ["optim.epochs_initial=2", "optim.epochs_subtree=1", "optim.min_steps_subtree=0", "optim.epochs_finetune=1", "optim.min_steps_finetune=0",
+         "growth.num_clusters_tree=2",
          "diffusion.steps=20", "diffusion.warmup_steps=2", "sampler.steps=4", "sampler.samples_per_leaf=2",
          "pipeline.modes=[path]", "eval=smoke", "eval.classifier_epochs=1"]
 
@@ -101,7 +102,7 @@ def test_end_of_time_warning_checkpoints_then_requeues_and_the_run_resumes(slurm
     # mid-phase and stops, the job requeues itself, and its second run continues that phase
     proc = cli("submit", "slurm", "grow", "run_dir=run", "shards.path=shards", "optim.epochs_initial=20",
                "growth.num_clusters_tree=2", "optim.epochs_subtree=1", "optim.min_steps_subtree=0",
-               "optim.epochs_finetune=1", "trainer.checkpoint_every=4", cwd=tmp_path)
+               "optim.epochs_finetune=1", "optim.min_steps_finetune=0", "trainer.checkpoint_every=4", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     job_id = job_id_of(proc.stdout)
     ray_run = tmp_path / "run" / "ray" / "tree"

@@ -5,7 +5,7 @@ import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from treediff.vae import TreeVAE, TreeVAEConfig
-from treediff.vae.losses import kl_bernoulli, kl_normal, kl_weight, precision_merge
+from treediff.vae.losses import kl_bernoulli, kl_normal, kl_weight, precision_merge, reconstruction_nll
 
 TINY = dict(in_channels=1, image_size=8, representation_dim=2, latent_channels=4, bottom_up_channels=8, max_depth=4)
 
@@ -140,6 +140,24 @@ def test_generation_and_reconstruction_shapes():
     assert xh.shape == (5, 1, 8, 8) and set(leaves.tolist()) <= set(m.tree.leaves)
 
 
+def test_unit_encoder_input_reads_the_images_in_zero_one():
+    """encoder_input=unit: the encoder sees (x + 1) / 2, so a black image ([-1] everywhere) reads as
+    zeros, the value of the convs' padding; the reconstruction targets do not change."""
+    signed, unit = tiny_model(), tiny_model(encoder_input="unit")
+    unit.load_state_dict(signed.state_dict())
+    x = batch(4)
+    for m in (signed, unit):
+        m.eval()
+    d_signed, d_unit = signed.bottom_up((x + 1) / 2), unit.bottom_up(x)
+    for a, b in zip(d_signed, d_unit):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(signed.bottom_up(x)[0], d_unit[0])
+    torch.testing.assert_close(unit.encoder(torch.zeros(1, 1, 8, 8)), unit.bottom_up(-torch.ones(1, 1, 8, 8))[0])
+    out = unit(x, sample=False)  # the targets stay x in [-1, 1] mapped to [0, 1] by the likelihood
+    want = sum(out.node_probs[l] * reconstruction_nll(x, out.decoded[l], "bernoulli") for l in out.leaves)
+    torch.testing.assert_close(out.rec, want)
+
+
 def test_colour_encoder_shapes():
     m = tiny_model(in_channels=3, image_size=16, encoder="cnn2", likelihood="gaussian")
     out = m(batch(4, c=3, s=16))
@@ -156,3 +174,5 @@ def test_config_errors_name_the_field():
         TreeVAEConfig(contrastive=True)  # grey images: the colour-jitter preset cannot apply
     with pytest.raises(ValueError, match="model.contrastive_weight"):
         TreeVAEConfig(contrastive_weight=-1.0)
+    with pytest.raises(ValueError, match="model.encoder_input"):
+        TreeVAEConfig(encoder_input="centered")

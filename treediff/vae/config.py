@@ -13,6 +13,7 @@ from ..data.augment import COLOUR_PRESETS, PRESETS as AUGMENT_PRESETS
 ACTIVATIONS = ("silu", "relu", "leaky_relu")
 ENCODERS = ("cnn1", "cnn2")
 LIKELIHOODS = ("bernoulli", "gaussian")
+ENCODER_INPUTS = ("signed", "unit")
 KL_FINETUNE = ("phase", "reach_one")
 
 
@@ -34,6 +35,9 @@ class TreeVAEConfig:
     max_depth: int = 6  # the bottom-up ladder has max_depth + 1 levels
     activation: str = "silu"
     likelihood: str = "bernoulli"  # bernoulli: BCE on [0,1] targets; gaussian: squared error
+    # what the encoder reads: signed, the images in [-1, 1] as stored; unit, (x + 1) / 2 in [0, 1] (the
+    # reference's input for its sigmoid decoders: the convs' zero padding is then the black background)
+    encoder_input: str = "signed"
     res_connections: bool = False  # residual connection in the bottom-up conv blocks
     router_hidden: int = 0  # 0: C_bu, as in the reference
     dropout_router: float = 0.0
@@ -51,6 +55,8 @@ class TreeVAEConfig:
                f"must be one of {ACTIVATIONS}, got {self.activation!r}")
         _check(self.likelihood in LIKELIHOODS, "model.likelihood",
                f"must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        _check(self.encoder_input in ENCODER_INPUTS, "model.encoder_input",
+               f"must be one of {ENCODER_INPUTS}, got {self.encoder_input!r}")
         for name in ("image_size", "representation_dim", "latent_channels", "bottom_up_channels", "max_depth"):
             _check(getattr(self, name) >= 1, f"model.{name}", f"must be >= 1, got {getattr(self, name)}")
         _check(self.representation_dim < self.image_size, "model.representation_dim",

@@ -206,7 +206,8 @@ class TreeVAE(nn.Module):
                              f"{want} (model.in_channels, model.image_size)")
 
     def bottom_up(self, x: torch.Tensor) -> list[torch.Tensor]:
-        d = [self.encoder(x)]
+        """d_0 .. d_L from x in [-1, 1] (the encoder reads it in model.encoder_input's range)."""
+        d = [self.encoder((x + 1.0) * 0.5 if self.cfg.encoder_input == "unit" else x)]
         for block in self.ladder:
             d.append(block(d[-1]))
         return d

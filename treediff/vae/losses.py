@@ -40,6 +40,11 @@ def kl_bernoulli(logit_q: torch.Tensor, logit_p: torch.Tensor) -> torch.Tensor:
     return q * (log_q - log_p) + (1 - q) * (log_1mq - log_1mp)
 
 
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> [0, 1] (the Bernoulli targets, and the encoder's input with encoder_input=unit)."""
+    return (x + 1.0) / 2.0
+
+
 def reconstruction_nll(x: torch.Tensor, out: torch.Tensor, likelihood: str) -> torch.Tensor:
     """Negative log-likelihood summed over pixels -> (B,). x is in [-1, 1].
 
@@ -48,8 +53,7 @@ def reconstruction_nll(x: torch.Tensor, out: torch.Tensor, likelihood: str) -> t
     i.e. sum(((x - out) / 2)^2), the reference's SSE scale.
     """
     if likelihood == "bernoulli":
-        target = (x + 1.0) / 2.0
-        return F.binary_cross_entropy_with_logits(out, target, reduction="none").flatten(1).sum(1)
+        return F.binary_cross_entropy_with_logits(out, to_unit(x), reduction="none").flatten(1).sum(1)
     if likelihood == "gaussian":
         return (((x - out) / 2.0) ** 2).flatten(1).sum(1)
     raise ValueError(f"model.likelihood: unknown likelihood {likelihood!r}")

@@ -26,7 +26,7 @@ from .blocks import ConvStack, GaussianHead, Projection, Router, Transformation
 from .config import TreeVAEConfig
 from .contrastive import instance_term, routing_term
 from .encoders import make_decoder, make_encoder
-from .losses import EPS, decoder_image, kl_bernoulli, kl_normal, precision_merge, reconstruction_nll
+from .losses import EPS, decoder_image, kl_bernoulli, kl_normal, precision_merge, reconstruction_nll, to_unit
 
 
 @dataclass
@@ -207,7 +207,7 @@ class TreeVAE(nn.Module):
 
     def bottom_up(self, x: torch.Tensor) -> list[torch.Tensor]:
         """d_0 .. d_L from x in [-1, 1] (the encoder reads it in model.encoder_input's range)."""
-        d = [self.encoder((x + 1.0) * 0.5 if self.cfg.encoder_input == "unit" else x)]
+        d = [self.encoder(to_unit(x) if self.cfg.encoder_input == "unit" else x)]
         for block in self.ladder:
             d.append(block(d[-1]))
         return d

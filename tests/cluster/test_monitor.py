@@ -10,6 +10,7 @@ import time
 import urllib.parse
 import urllib.request
 
+from growth_helpers import NO_FLOORS
 from jobs.cli import run_job
 
 
@@ -21,7 +22,7 @@ def get(url):
 def test_monitor_serves_a_finished_runs_scalars_and_images(tmp_path):
     run = tmp_path / "run"
     run_job("grow", [f"run_dir={run}", "cluster=inprocess", "optim.epochs_initial=2", "optim.epochs_subtree=1",
-                     "optim.epochs_finetune=1", "optim.min_steps_finetune=0", "growth.num_clusters_tree=2"])
+                     "optim.epochs_finetune=1", "growth.num_clusters_tree=2", *NO_FLOORS])
     proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "monitor", f"run_dir={run}", "monitor.port=0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -14,8 +14,9 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from console_helpers import ray_lines
+from growth_helpers import NO_FLOORS
 
-SHORT = ["optim.epochs_initial=2", "optim.epochs_subtree=1", "optim.min_steps_subtree=0", "optim.epochs_finetune=1", "optim.min_steps_finetune=0",
+SHORT = ["optim.epochs_initial=2", "optim.epochs_subtree=1", "optim.epochs_finetune=1", *NO_FLOORS,
          "growth.num_clusters_tree=2",
          "diffusion.steps=20", "diffusion.warmup_steps=2", "sampler.steps=4", "sampler.samples_per_leaf=2",
          "pipeline.modes=[path]", "eval=smoke", "eval.classifier_epochs=1"]
@@ -101,8 +102,8 @@ def test_end_of_time_warning_checkpoints_then_requeues_and_the_run_resumes(slurm
     # the USR1 warning (what --signal=B:USR1@300 sends), delivered now: the driver checkpoints
     # mid-phase and stops, the job requeues itself, and its second run continues that phase
     proc = cli("submit", "slurm", "grow", "run_dir=run", "shards.path=shards", "optim.epochs_initial=20",
-               "growth.num_clusters_tree=2", "optim.epochs_subtree=1", "optim.min_steps_subtree=0",
-               "optim.epochs_finetune=1", "optim.min_steps_finetune=0", "trainer.checkpoint_every=4", cwd=tmp_path)
+               "growth.num_clusters_tree=2", "optim.epochs_subtree=1", "optim.epochs_finetune=1", *NO_FLOORS,
+               "trainer.checkpoint_every=4", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     job_id = job_id_of(proc.stdout)
     ray_run = tmp_path / "run" / "ray" / "tree"

@@ -7,13 +7,13 @@ import sys
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from growth_helpers import NO_FLOORS
 from jobs.cli import JobError, run_job
 from treediff.checkpoint import load_checkpoint
 from treediff.vae.trainer import final_checkpoint, load_tree_model
 
 QUICK = ["cluster=inprocess", "optim.epochs_initial=6", "optim.epochs_subtree=4", "optim.epochs_finetune=2", "optim.batch_size=64",
-         "optim.min_steps_subtree=0", "optim.min_steps_finetune=0", "growth.num_clusters_tree=5",
-         "growth.intermediate_fulltrain_every=0"]
+         "growth.num_clusters_tree=5", *NO_FLOORS]
 
 
 def phases(run_dir):

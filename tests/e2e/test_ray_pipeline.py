@@ -13,6 +13,7 @@ import time
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from console_helpers import ray_lines
+from growth_helpers import NO_FLOORS
 from jobs.cli import run_job
 from treediff.diffusion.trainer import load_denoiser
 from treediff.vae.trainer import final_checkpoint, load_tree_model
@@ -25,7 +26,7 @@ def ray_args(tmp_path):
             "cluster=local", "cluster.num_cpus=4", "trainer.num_workers=2", "trainer.zero_stage=1",
             "trainer.checkpoint_every=2",
             "optim.epochs_initial=4", "optim.epochs_subtree=2", "optim.epochs_finetune=1", "optim.kl_start=0.1",
-            "optim.min_steps_subtree=0", "optim.min_steps_finetune=0",
+            *NO_FLOORS,
             "growth.num_clusters_tree=3", "diffusion.steps=44", "diffusion.warmup_steps=5", "diffusion.batch_size=64",
             "sampler.steps=5", "sampler.samples_per_leaf=2", "pipeline.modes=[path,recon]",
             "eval=smoke", "eval.classifier_epochs=2"]

@@ -11,7 +11,10 @@ engine and loader set-up, reporting to Ray Train) minus its step time.
     python bench/e2e.py optim.epochs_subtree=5   # any override goes to both runs
 
 Prints the wall times, their ratio (target <= 1.25x), and the median per-phase overhead on Ray
-(target <= 3 s), beside the in-process one.
+(target <= 3 s), beside the in-process one. Ray follows trainer.batch_scaling, which the script
+prints: on the CPU default (linear) each worker steps on the whole configured batch, so Ray takes
+half the optimiser steps over the same images; `python bench/e2e.py trainer.batch_scaling=fixed`
+splits the batch over the workers instead (the one-process run ignores trainer settings).
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from statistics import median
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,9 +66,14 @@ def main(overrides: list[str]) -> None:
         one_wall = treediff("grow", tmp / "one", shards, ["cluster=inprocess", "threads=2", *overrides])
         ray, one = phases(tmp / "ray"), phases(tmp / "one")
         ray_over, one_over = overheads(ray), overheads(one)
+        ray_cfg = yaml.safe_load((tmp / "ray" / "config.yaml").read_text())
         ray_metrics = json.loads((tmp / "ray" / "metrics.json").read_text())["tree"]
         one_metrics = json.loads((tmp / "one" / "metrics.json").read_text())["tree"]
     print(f"overrides: {' '.join(overrides) or '(none: the embedded default)'}")
+    batch, t = ray_cfg["optim"]["batch_size"], ray_cfg["trainer"]
+    split = (f"{t['num_workers']} x {batch} (global {batch * t['num_workers']}, lr x{t['num_workers']})"
+             if t["batch_scaling"] == "linear" else f"{batch} split over {t['num_workers']}")
+    print(f"batch: on Ray {split} (trainer.batch_scaling={t['batch_scaling']}); in one process {batch}")
     print(f"{'':26s}{'Ray, 2 workers':>16s}{'one process':>14s}")
     print(f"{'grow wall time (s)':26s}{ray_wall:16.1f}{one_wall:14.1f}")
     print(f"{'trained phases':26s}{len(ray):16d}{len(one):14d}")

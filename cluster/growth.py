@@ -34,6 +34,7 @@ import torch
 from treediff.data.shards import ShardSet
 from treediff.data.stream import StreamConfig, make_loader
 from treediff.stages import TreePhaseStage
+from treediff.vae.budget import at_global_batch
 from treediff.vae.config import GrowthConfig, OptimConfig, TreeVAEConfig
 from treediff.vae.model import TreeVAE
 from treediff.vae.trainer import GrowthRun, final_checkpoint, load_tree_model
@@ -200,7 +201,13 @@ def grow_on_ray(model_cfg: TreeVAEConfig, growth: GrowthConfig, optim: OptimConf
     sized = plan(trainer, optim.batch_size, "tree growth", "optim.batch_size")
     if sized.note:
         print(f"[grow] {sized.note}", flush=True)
-    optim = replace(optim, batch_size=sized.global_batch, lr=optim.lr * sized.lr_scale)
+    if sized.global_batch != optim.batch_size:
+        print(f"[grow] trainer.batch_scaling={trainer.batch_scaling}: {sized.workers} workers of "
+              f"{sized.global_batch // sized.workers} images (global batch {sized.global_batch}), learning rate "
+              f"x{sized.lr_scale:g}, step floors counted at optim.batch_size={optim.batch_size}", flush=True)
+    # a leaf must fill one configured batch to be split, whatever the workers (growth.min_samples=0)
+    growth = replace(growth, min_samples=growth.min_samples or optim.batch_size)
+    optim = at_global_batch(optim, sized.global_batch, sized.lr_scale)
     trainer = sized.trainer(trainer)
     run_dir = Path(run_dir).resolve()
     owner = owner_file(run_dir)

@@ -1,15 +1,17 @@
 """How many workers a stage trains on, and with what batch: the policy for global batch against
 worker count (trainer.batch_scaling).
 
-  fixed    (default) the stage's configured batch is the global batch of the reference's recipe
+  fixed    (trainer=gpu) the stage's configured batch is the global batch of the reference's recipe
            (one GPU in the papers), split over the workers, so the optimisation is the
            reference's whatever the cluster. A stage never trains at fewer than
            trainer.min_micro_batch images per worker (BatchNorm statistics and per-step cost
            need a real batch): when the split would go below it, the stage takes only as many
            workers as its batch can feed, and says how many it leaves free.
-  linear   every worker takes the configured batch (global batch = batch x workers) and the
-           learning rate grows with it (the linear scaling rule, Goyal et al. 2017; keep a
-           warm-up): a different recipe, for clusters far larger than the reference's GPU.
+  linear   (trainer=cpu) every worker takes the configured batch (global batch = batch x workers)
+           and the learning rate grows with it (the linear scaling rule, Goyal et al. 2017; keep a
+           warm-up). The stages count their budgets in images (diffusion.steps, the growth's step
+           floors: treediff/vae/budget.at_global_batch), so k workers take 1/k of the steps. On
+           1-core CPU workers it keeps each rank's BatchNorm on the whole configured batch.
 """
 from __future__ import annotations
 

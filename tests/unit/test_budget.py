@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from treediff.vae import OptimConfig, TreeVAE, TreeVAEConfig
-from treediff.vae.budget import phase_epochs, phase_kl_decay, steps_per_epoch
+from treediff.vae.budget import at_global_batch, phase_epochs, phase_kl_decay, steps_per_epoch
 from treediff.vae.config import GrowthConfig
 from treediff.vae.losses import kl_weight
 from treediff.vae.trainer import GrowthRun, train_epochs
@@ -29,6 +29,17 @@ def test_a_floor_in_steps_raises_the_epochs_of_small_phases_only():
         OptimConfig(min_steps_finetune=-1)
     with pytest.raises(ValueError, match="optim.kl_finetune"):
         OptimConfig(kl_finetune="fast")
+
+
+def test_a_scaled_global_batch_keeps_each_phase_s_images():
+    """trainer.batch_scaling=linear on 2 workers: batch 128, lr x 2, and the floors halved, so a
+    phase floored at 400 steps of 64 images still sees ~25,600 images (not twice as many)."""
+    o = OptimConfig(batch_size=64, lr=1e-3, epochs_subtree=20, min_steps_subtree=400, min_steps_finetune=3001)
+    s = at_global_batch(o, 128, 2.0)
+    assert (s.batch_size, s.lr, s.min_steps_subtree, s.min_steps_finetune, s.min_steps_initial) == (128, 2e-3, 200, 1501, 0)
+    assert phase_epochs(s, "subtree", 700) == phase_epochs(o, "subtree", 700) == 40  # 200 / 5 steps, 400 / 10
+    assert (s.epochs_subtree, s.kl_decay, s.seed) == (o.epochs_subtree, o.kl_decay, o.seed)  # epochs, KL: per epoch
+    assert at_global_batch(o, 64, 1.0) == o  # trainer.batch_scaling=fixed: unchanged
 
 
 @pytest.mark.parametrize("epochs", [2, 20, 200])

@@ -9,6 +9,7 @@ epoch of n samples at batch b has max(1, n // b) steps, in one process and on Ra
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from .config import OptimConfig
 
@@ -41,3 +42,13 @@ def phase_kl_decay(optim: OptimConfig, kind: str, epochs: int) -> float:
     if kind == "finetune" and optim.kl_finetune == "reach_one":
         return max(0.01, 1.0 / max(1, epochs - 1))
     return optim.kl_decay
+
+
+def at_global_batch(optim: OptimConfig, global_batch: int, lr_scale: float) -> OptimConfig:
+    """The growth's optimiser settings when the runtime trains at `global_batch` instead of
+    optim.batch_size (trainer.batch_scaling=linear: k workers of optim.batch_size each, the learning
+    rate x lr_scale). The step floors count steps of the configured batch, so a phase sees as many
+    images as it does in one process (diffusion.steps is counted the same way)."""
+    k = global_batch / optim.batch_size
+    floors = {f"min_steps_{kind}": math.ceil(getattr(optim, f"min_steps_{kind}") / k) for kind in KINDS}
+    return replace(optim, batch_size=global_batch, lr=optim.lr * lr_scale, **floors)

@@ -7,7 +7,7 @@ phase checkpoint records: `step_seconds` (time inside the phase's optimiser step
 previous trained phase's end to its own: counting P(leaf | x), the split, the checkpoint, the
 engine and loader set-up, reporting to Ray Train) minus its step time.
 
-    python bench/e2e.py                  # the embedded default (the digits preset), ~12 min on 2 cores
+    python bench/e2e.py                  # the embedded default (the digits preset), ~10 min on 2 cores
     python bench/e2e.py optim.epochs_subtree=5   # any override goes to both runs
 
 Prints the wall times, their ratio (target <= 1.25x), and the median per-phase overhead on Ray

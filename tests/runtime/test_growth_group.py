@@ -83,3 +83,25 @@ def test_killed_worker_continues_its_phase_from_the_last_checkpoint(local_ray, d
     assert len(probs) == shards.count("train")
     thr = log[0]["threshold"]
     assert log[0]["counts"] == {str(leaf): int((probs[:, k] >= thr).sum()) for k, leaf in enumerate(initial.tree.leaves)}
+
+
+def test_linear_scaling_gives_each_phase_the_images_of_one_process(local_ray, digit_shards, tmp_path):
+    """trainer.batch_scaling=linear (trainer=cpu): each of 2 workers steps on the configured batch of
+    32 (global 64, lr x2), and a phase's step floor counts steps of 32, so every phase trains the
+    epochs one process would give it, and a leaf still needs 32 samples to be split."""
+    from treediff.vae.budget import at_global_batch, phase_epochs
+
+    run_dir = tmp_path / "run"
+    trainer = TrainerConfig(num_workers=2, storage_path=str(run_dir / "ray"), zero_stage=0, batch_scaling="linear")
+    optim = OptimConfig(batch_size=32, epochs_initial=1, epochs_subtree=1, min_steps_subtree=120, epochs_finetune=0)
+    grow_on_ray(TREE, GrowthConfig(num_clusters_tree=3, max_phases=2, max_depth=4), optim, trainer, digit_shards, run_dir,
+                {"model": vars(TREE)}, local=True)
+    metas = {p.name: json.loads((p / "meta.json").read_text()) for p in sorted((run_dir / "tree").glob("phase-*"))}
+    (name, subtree), = [(k, m) for k, m in metas.items() if "subtree" in k]
+    n = subtree["subset"]
+    assert n >= 32 and subtree["workers"] == 2
+    # 2 workers of 32: ceil(60 / (n // 64)) epochs; one process: ceil(120 / (n // 32)), the same up to
+    # the rounding of n // 64 (a floor of 120 steps of 64 would double them)
+    assert subtree["epochs"] == phase_epochs(at_global_batch(optim, 64, 2.0), "subtree", n), (name, n)
+    assert abs(subtree["epochs"] - phase_epochs(optim, "subtree", n)) <= 1 < subtree["epochs"], (name, n, subtree)
+    assert metas["phase-000-initial"]["epochs"] == 1

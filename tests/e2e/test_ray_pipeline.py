@@ -25,7 +25,9 @@ def ray_args(tmp_path):
             # 4 CPUs declared on 2 cores: room for both diffusion modes' 2 workers side by side
             "cluster=local", "cluster.num_cpus=4", "trainer.num_workers=2", "trainer.zero_stage=1",
             "trainer.checkpoint_every=2",
-            "optim.epochs_initial=4", "optim.epochs_subtree=2", "optim.epochs_finetune=1", "optim.kl_start=0.1",
+            # a fine-tune longer than the ~3 s a re-run takes to claim the growth: the killed driver's
+            # worker group lives on for seconds and may finish the short phases before it, never all
+            "optim.epochs_initial=4", "optim.epochs_subtree=2", "optim.epochs_finetune=12", "optim.kl_start=0.1",
             *NO_FLOORS,
             "growth.num_clusters_tree=3", "diffusion.steps=44", "diffusion.warmup_steps=5", "diffusion.batch_size=64",
             "sampler.steps=5", "sampler.samples_per_leaf=2", "pipeline.modes=[path,recon]",

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from treediff.vae import OptimConfig, TreeVAE, TreeVAEConfig
-from treediff.vae.budget import at_global_batch, phase_epochs, phase_kl_decay, steps_per_epoch
+from treediff.stages.tree import TreePhaseStage
+from treediff.vae.budget import at_global_batch, phase_epochs, phase_kl_decay, phase_lr_factor, steps_per_epoch
 from treediff.vae.config import GrowthConfig
 from treediff.vae.losses import kl_weight
 from treediff.vae.trainer import GrowthRun, train_epochs
@@ -67,6 +68,35 @@ def test_growth_gives_each_phase_its_budget(tmp_path):
         assert epochs == max(2, math.ceil(50 / steps_per_epoch(n, 8))) and decay == optim.kl_decay
     ((epochs, decay, n),) = by_kind["finetune"]
     assert epochs == 4 and decay == pytest.approx(1 / 3)  # 96 // 8 x 4 = 48 steps, above the floor
+
+
+def test_the_learning_rate_steps_once_at_a_fraction_of_every_phase():
+    """optim.lr_step_fraction: x0.1 from round(fraction x epochs) on, in a phase of any length;
+    0 keeps StepLR's x0.1 every optim.lr_step_epochs."""
+    o = OptimConfig(lr_step_fraction=2 / 3)
+    assert [phase_lr_factor(o, 9)(e) for e in range(9)] == [1.0] * 6 + [0.1] * 3
+    assert [phase_lr_factor(o, 150)(e) for e in (99, 100, 149)] == [1.0, 0.1, 0.1]  # the reference's 100 of 150
+    assert [phase_lr_factor(o, 1)(e) for e in range(1)] == [1.0]  # a one-epoch phase keeps its rate
+    assert [phase_lr_factor(OptimConfig(lr_step_epochs=3), 9)(e) for e in range(9)] == pytest.approx(
+        [1.0] * 3 + [0.1] * 3 + [0.01] * 3)
+    with pytest.raises(ValueError, match="optim.lr_step_fraction"):
+        OptimConfig(lr_step_fraction=1.0)
+
+
+def test_both_runtimes_step_the_learning_rate_where_the_phase_says():
+    """The one-process trainer (per epoch) and the Ray stage (per optimiser step) follow the same
+    factor: with lr_step_fraction=0.5 over 4 epochs, epochs 2-3 train at lr / 10."""
+    torch.manual_seed(0)
+    cfg = TreeVAEConfig(latent_channels=2, bottom_up_channels=4, max_depth=2)
+    model = TreeVAE(cfg)
+    o = OptimConfig(batch_size=32, lr=1e-2, lr_step_fraction=0.5)
+    history = train_epochs(model, torch.rand(64, 1, 8, 8), subtree=None, epochs=4, optim=o,
+                           generator=torch.Generator().manual_seed(0), desc="t", log=lambda e, d: None)
+    # history's "lr" is the rate after each epoch's scheduler step, i.e. the next epoch's
+    assert [h["lr"] for h in history] == pytest.approx([1e-2, 1e-3, 1e-3, 1e-3])
+    stage = TreePhaseStage(cfg, model.tree.to_json(), model.state_dict(), None, o, epochs=4)
+    factor = stage.lr_lambda(steps_per_epoch=2)
+    assert [factor(step) for step in range(8)] == [1.0] * 4 + [0.1] * 4
 
 
 def test_an_epoch_drops_its_partial_last_batch():

@@ -3,7 +3,7 @@
 The phase starts from a model state (weights + tree topology, as the driver left it: for a
 subtree phase the leaf is already split and its new modules freshly initialised), trains the
 whole tree (`subtree=None`) or only the subtree below `subtree` (everything else frozen, in
-eval mode), with a fresh Adam (L2 decay) + StepLR per epoch and KL annealing restarted at
+eval mode), with a fresh Adam (L2 decay) + step learning-rate decay (budget.phase_lr_factor) and KL annealing restarted at
 epoch 0, as the reference does at every phase.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ..tree import Tree
 from ..data.augment import contrastive_augment
 from ..vae.config import OptimConfig, TreeVAEConfig
 from ..vae.contrastive import pair_views
+from ..vae.budget import phase_lr_factor
 from ..vae.losses import kl_weight
 from ..vae.model import TreeVAE
 from .base import Batch, Stage
@@ -54,8 +55,8 @@ class TreePhaseStage(Stage):
         return torch.optim.Adam(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, foreach=True)
 
     def lr_lambda(self, steps_per_epoch: int) -> Callable[[int], float]:
-        every = max(1, steps_per_epoch) * self.optim.lr_step_epochs
-        return lambda step: 0.1 ** (step // every)
+        factor = phase_lr_factor(self.optim, self.epochs)
+        return lambda step: factor(step // max(1, steps_per_epoch))
 
     def begin_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
         self.alpha = kl_weight(epoch, self.optim.kl_start, self.optim.kl_decay)

@@ -1,4 +1,5 @@
-"""How much training a growth phase gets: epochs with a floor in optimiser steps, and its KL schedule.
+"""How much training a growth phase gets: epochs with a floor in optimiser steps, its KL schedule
+and its learning-rate steps.
 
 A subtree phase trains on the samples of one leaf, so with a budget in epochs a small leaf gets
 a few dozen optimiser steps (review of 2026-12, "Model faithfulness" 1). The floor
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Callable
 
 from .config import OptimConfig
 
@@ -42,6 +44,16 @@ def phase_kl_decay(optim: OptimConfig, kind: str, epochs: int) -> float:
     if kind == "finetune" and optim.kl_finetune == "reach_one":
         return max(0.01, 1.0 / max(1, epochs - 1))
     return optim.kl_decay
+
+
+def phase_lr_factor(optim: OptimConfig, epochs: int) -> Callable[[int], float]:
+    """The learning-rate factor at each epoch of a phase of `epochs` epochs (a fresh schedule every
+    phase): x0.1 every optim.lr_step_epochs epochs, or, with optim.lr_step_fraction > 0, x0.1 once
+    from epoch round(fraction x epochs) on (at least epoch 1)."""
+    if optim.lr_step_fraction > 0:
+        at = max(1, round(optim.lr_step_fraction * epochs))
+        return lambda epoch: 0.1 if epoch >= at else 1.0
+    return lambda epoch: 0.1 ** (epoch // optim.lr_step_epochs)
 
 
 def at_global_batch(optim: OptimConfig, global_batch: int, lr_scale: float) -> OptimConfig:

@@ -121,6 +121,9 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     lr_step_epochs: int = 100  # StepLR(gamma=0.1) every this many epochs
+    # > 0: instead, one step x0.1 after this fraction of every phase's epochs, whatever its length
+    # (the reference's 150-epoch phases spend their last third at lr / 10); 0: lr_step_epochs
+    lr_step_fraction: float = 0.0
     batch_size: int = 256
     epochs_initial: int = 150
     epochs_subtree: int = 150
@@ -142,6 +145,8 @@ class OptimConfig:
         _check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(self.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.lr_step_epochs >= 1, "optim.lr_step_epochs", f"must be >= 1, got {self.lr_step_epochs}")
+        _check(0.0 <= self.lr_step_fraction < 1.0, "optim.lr_step_fraction",
+               f"must be in [0, 1), got {self.lr_step_fraction}")
         for name in ("epochs_initial", "epochs_subtree", "epochs_intermediate", "epochs_finetune"):
             _check(getattr(self, name) >= 0, f"optim.{name}", f"must be >= 0, got {getattr(self, name)}")
         _check(self.kl_start >= 0, "optim.kl_start", f"must be >= 0, got {self.kl_start}")

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data.augment import augment_views, contrastive_augment
 from ..tree import Tree
-from .budget import phase_epochs, phase_kl_decay, steps_per_epoch
+from .budget import phase_epochs, phase_kl_decay, phase_lr_factor, steps_per_epoch
 from .config import GrowthConfig, OptimConfig, TreeVAEConfig
 from .contrastive import pair_views
 from .growth import choose_prune, choose_split, fulltrain_due
@@ -68,7 +68,7 @@ def train_epochs(model: TreeVAE, x: torch.Tensor, *, subtree: int | None, epochs
                  generator: torch.Generator, desc: str, log: Logger, kl_decay: float | None = None) -> list[dict[str, float]]:
     """Train the trainable part (whole tree, or the subtree at `subtree`) for some epochs.
 
-    A fresh Adam (L2 weight decay) + StepLR and a restarted KL annealing (alpha grows by
+    A fresh Adam (L2 weight decay) + step learning-rate decay (budget.phase_lr_factor) and a restarted KL annealing (alpha grows by
     `kl_decay`, default optim.kl_decay, per epoch), as the reference does at every phase. Each
     epoch drops its partial last batch (budget.steps_per_epoch). Returns per-epoch mean loss terms.
     """
@@ -79,7 +79,7 @@ def train_epochs(model: TreeVAE, x: torch.Tensor, *, subtree: int | None, epochs
     augment = (contrastive_augment(model.cfg.contrastive_augment, model.cfg.image_size, model.cfg.in_channels)
                if views == 2 else None)
     opt = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay, foreach=True)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=optim.lr_step_epochs, gamma=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, phase_lr_factor(optim, epochs))  # stepped per epoch
     n = len(x)
     bs = min(optim.batch_size if views == 1 else max(2, optim.batch_size // views), n)  # images per step
     batches = steps_per_epoch(n, bs)

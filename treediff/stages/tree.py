@@ -3,8 +3,8 @@
 The phase starts from a model state (weights + tree topology, as the driver left it: for a
 subtree phase the leaf is already split and its new modules freshly initialised), trains the
 whole tree (`subtree=None`) or only the subtree below `subtree` (everything else frozen, in
-eval mode), with a fresh Adam (L2 decay) + step learning-rate decay (budget.phase_lr_factor) and KL annealing restarted at
-epoch 0, as the reference does at every phase.
+eval mode), with a fresh Adam (L2 decay), step learning-rate decay (budget.phase_lr_factor) and
+KL annealing restarted at epoch 0, as the reference does at every phase.
 """
 from __future__ import annotations
 

@@ -68,9 +68,10 @@ def train_epochs(model: TreeVAE, x: torch.Tensor, *, subtree: int | None, epochs
                  generator: torch.Generator, desc: str, log: Logger, kl_decay: float | None = None) -> list[dict[str, float]]:
     """Train the trainable part (whole tree, or the subtree at `subtree`) for some epochs.
 
-    A fresh Adam (L2 weight decay) + step learning-rate decay (budget.phase_lr_factor) and a restarted KL annealing (alpha grows by
-    `kl_decay`, default optim.kl_decay, per epoch), as the reference does at every phase. Each
-    epoch drops its partial last batch (budget.steps_per_epoch). Returns per-epoch mean loss terms.
+    A fresh Adam (L2 weight decay), step learning-rate decay (budget.phase_lr_factor) and a
+    restarted KL annealing (alpha grows by `kl_decay`, default optim.kl_decay, per epoch), as the
+    reference does at every phase. Each epoch drops its partial last batch
+    (budget.steps_per_epoch). Returns per-epoch mean loss terms.
     """
     params = model.set_trainable(subtree)
     views = model.cfg.views  # the batch counts samples: images x views

@@ -1,0 +1,81 @@
+"""Did each growth split pick the leaf that most needed it? An audit of grown trees with labels.
+
+    .venv/bin/python bench/split_audit.py RUN_DIR [RUN_DIR ...] [--threads 2]
+
+The growth splits the expandable leaf with the most training samples at P(l | x) >= min(1/n_eff,
+0.5) (the reference rule; labels are never used). For every split of every run this rebuilds the
+tree as it stood just before the split (the previous phase's checkpoint), recomputes those
+samples per leaf on the run's own training images, and prints each leaf's size, class purity and
+"mixed" count (samples outside the leaf's majority class). The last line says in how many
+decisions the rule's leaf was also the most mixed leaf that could be split (above growth.max_depth):
+the leaf a label-aware oracle would split. A rule other than "most samples" can only help where the
+two differ.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobs.data import load_split  # noqa: E402
+from jobs.schema import DataConfig  # noqa: E402
+from treediff.tree import depth  # noqa: E402
+from treediff.vae.growth import effective_leaves, leaf_threshold  # noqa: E402
+from treediff.vae.trainer import load_tree_model  # noqa: E402
+
+SUBTREE = re.compile(r"phase-\d+-subtree-(\d+)$")
+
+
+def leaf_probs(model, x: torch.Tensor, batch: int = 1024) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([model.leaf_probs(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
+
+
+def audit(run: Path) -> list[tuple[int, int]]:
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    data = load_split(DataConfig(**cfg["data"]), "train")
+    if data.labels is None:
+        raise ValueError(f"{run}: the training split of {data.name} has no labels to audit with")
+    x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    phases = sorted(p for p in (run / "tree").iterdir() if p.is_dir() and p.name.startswith("phase-"))
+    picks = []
+    for before, phase in zip(phases, phases[1:]):
+        m = SUBTREE.match(phase.name)
+        if not m:
+            continue
+        model = load_tree_model(before)
+        probs = leaf_probs(model, x)
+        thr = leaf_threshold(effective_leaves(probs))
+        rows = {}
+        for j, leaf in enumerate(model.tree.leaves):
+            counts = np.bincount(data.labels[probs[:, j] >= thr], minlength=len(data.classes))
+            if counts.sum():
+                rows[leaf] = (int(counts.sum()), counts.max() / counts.sum(), int(counts.sum() - counts.max()))
+        splittable = [l for l in rows if depth(l) < cfg["growth"]["max_depth"]]
+        chosen, mixed = int(m.group(1)), max(splittable, key=lambda l: rows[l][2])
+        picks.append((chosen, mixed))
+        table = ", ".join(f"{l}: n {n} purity {p:.2f} mixed {k}" for l, (n, p, k) in rows.items())
+        print(f"{run.name}/{phase.name}: split {chosen}, most mixed of those splittable {mixed} | {table}", flush=True)
+    return picks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    picks = [p for run in args.runs for p in audit(run)]
+    same = sum(chosen == mixed for chosen, mixed in picks)
+    print(f"{same} of {len(picks)} splits took the most mixed leaf ({len(args.runs)} runs)")
+
+
+if __name__ == "__main__":
+    main()

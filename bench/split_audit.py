@@ -39,6 +39,8 @@ def leaf_probs(model, x: torch.Tensor, batch: int = 1024) -> np.ndarray:
 
 
 def audit(run: Path) -> list[tuple[int, int]]:
+    if not (run / "config.yaml").is_file() or not (run / "tree").is_dir():
+        raise SystemExit(f"{run}: not a grown run directory (it needs config.yaml and tree/: `treediff grow run_dir={run}`)")
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     data = load_split(DataConfig(**cfg["data"]), "train")
     if data.labels is None:
@@ -52,14 +54,14 @@ def audit(run: Path) -> list[tuple[int, int]]:
             continue
         model = load_tree_model(before)
         probs = leaf_probs(model, x)
-        thr = leaf_threshold(effective_leaves(probs))
+        thr = leaf_threshold(effective_leaves(probs, cfg["growth"]["effective_leaf_mass"]))
         rows = {}
         for j, leaf in enumerate(model.tree.leaves):
             counts = np.bincount(data.labels[probs[:, j] >= thr], minlength=len(data.classes))
             if counts.sum():
                 rows[leaf] = (int(counts.sum()), counts.max() / counts.sum(), int(counts.sum() - counts.max()))
         splittable = [l for l in rows if depth(l) < cfg["growth"]["max_depth"]]
-        chosen, mixed = int(m.group(1)), max(splittable, key=lambda l: rows[l][2])
+        chosen, mixed = int(m.group(1)), max(splittable, key=lambda l: rows[l][2], default=None)
         picks.append((chosen, mixed))
         table = ", ".join(f"{l}: n {n} purity {p:.2f} mixed {k}" for l, (n, p, k) in rows.items())
         print(f"{run.name}/{phase.name}: split {chosen}, most mixed of those splittable {mixed} | {table}", flush=True)

@@ -26,16 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.data import load_split  # noqa: E402
 from jobs.schema import DataConfig  # noqa: E402
+from treediff.data.tensors import to_model_range  # noqa: E402
 from treediff.tree import depth  # noqa: E402
 from treediff.vae.growth import effective_leaves, leaf_threshold  # noqa: E402
-from treediff.vae.trainer import load_tree_model  # noqa: E402
+from treediff.vae.trainer import load_tree_model, predict_leaf_probs  # noqa: E402
 
 SUBTREE = re.compile(r"phase-\d+-subtree-(\d+)$")
-
-
-def leaf_probs(model, x: torch.Tensor, batch: int = 1024) -> np.ndarray:
-    with torch.no_grad():
-        return torch.cat([model.leaf_probs(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
 
 
 def audit(run: Path) -> list[tuple[int, int]]:
@@ -45,7 +41,7 @@ def audit(run: Path) -> list[tuple[int, int]]:
     data = load_split(DataConfig(**cfg["data"]), "train")
     if data.labels is None:
         raise ValueError(f"{run}: the training split of {data.name} has no labels to audit with")
-    x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x = to_model_range(data.images)
     phases = sorted(p for p in (run / "tree").iterdir() if p.is_dir() and p.name.startswith("phase-"))
     picks = []
     for before, phase in zip(phases, phases[1:]):
@@ -53,7 +49,7 @@ def audit(run: Path) -> list[tuple[int, int]]:
         if not m:
             continue
         model = load_tree_model(before)
-        probs = leaf_probs(model, x)
+        probs = predict_leaf_probs(model, x)
         thr = leaf_threshold(effective_leaves(probs, cfg["growth"]["effective_leaf_mass"]))
         rows = {}
         for j, leaf in enumerate(model.tree.leaves):

@@ -127,9 +127,12 @@ def in_process(threads: int) -> list[str]:
 
 def on_ray(out: Path, overrides: list[str]) -> list[str]:
     """The main command's runtime (a local Ray cluster, 2 Ray Train workers) on shards that
-    `treediff prepare` writes once under <out>/shards."""
+    `treediff prepare` writes once under <out>/shards from --base's data (kept for a re-run into the
+    same --out: every variant reads them, so a variant never changes the data)."""
+    from treediff.data.shards import MANIFEST
+
     shards = out / "shards"
-    if not (shards / "manifest.json").is_file():
+    if not (shards / MANIFEST).is_file():
         with open(out / "prepare.log", "w") as log:
             proc = subprocess.run([sys.executable, "-m", "jobs.cli", "prepare", f"run_dir={out / 'prepare'}",
                                    f"shards.path={shards}", *overrides], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -186,7 +189,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-quality"))
     ap.add_argument("--ray", action="store_true", help="grow the digits seeds on a local Ray cluster (the main "
-                    "command's path), one run at a time, instead of in one process")
+                    "command's path), one run at a time, on shards of --base's data prepared once under --out")
     ap.add_argument("--fmnist", action="store_true", help="also Fashion-MNIST (experiment=fashion_mnist_20k), alone")
     ap.add_argument("--fmnist-train", type=int, default=20_000, help="Fashion-MNIST training images")
     ap.add_argument("--fmnist-threads", type=int, default=2)

@@ -41,18 +41,23 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def treediff(args: list[str], log: Path) -> int:
+    """`treediff <args>` from the checkout, its output in `log`; returns its exit code."""
+    with open(log, "w") as out:
+        return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, stdout=out,
+                              stderr=subprocess.STDOUT).returncode
+
+
 def grow(run_dir: Path, overrides: list[str], runtime: list[str]) -> dict:
     """One `treediff grow` (runtime: in one process, or on Ray, as overrides); returns its test
     metrics and wall time."""
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with open(run_dir / "grow.log", "w") as out:
-        proc = subprocess.run([sys.executable, "-m", "jobs.cli", "grow", *runtime, f"run_dir={run_dir}", *overrides],
-                              cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    code = treediff(["grow", *runtime, f"run_dir={run_dir}", *overrides], run_dir / "grow.log")
     wall = time.perf_counter() - t0
-    if proc.returncode:
+    if code:
         tail = (run_dir / "grow.log").read_text()[-2000:]
-        return {"error": f"exit {proc.returncode}", "log_tail": tail, "wall_s": wall}
+        return {"error": f"exit {code}", "log_tail": tail, "wall_s": wall}
     tree = json.loads((run_dir / "metrics.json").read_text())["tree"]
     return {"nmi": tree["nmi"], "acc": tree["acc"], "ari": tree["ari"], "leaves": len(tree["leaf_sizes"]),
             "leaf_purity": tree.get("leaf_purity"), "wall_s": wall}
@@ -100,11 +105,9 @@ def generation(out: Path, overrides: list[str], threads: int) -> None:
     run_dir = out / "generation"
     print(f"\ngeneration: `treediff pipeline cluster=inprocess {' '.join(overrides)}` ({threads} threads)", flush=True)
     t0 = time.perf_counter()
-    with open(out / "generation.log", "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "cluster=inprocess", f"threads={threads}",
-                               f"run_dir={run_dir}", *overrides], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        print(f"  failed (exit {proc.returncode}):\n{(out / 'generation.log').read_text()[-2000:]}")
+    code = treediff(["pipeline", *in_process(threads), f"run_dir={run_dir}", *overrides], out / "generation.log")
+    if code:
+        print(f"  failed (exit {code}):\n{(out / 'generation.log').read_text()[-2000:]}")
         return
     ev = json.loads((run_dir / "eval" / "report.json").read_text())
     ceiling, floor = ev.get("ceiling", {}), ev.get("fid_floor", {})
@@ -133,11 +136,9 @@ def on_ray(out: Path, overrides: list[str]) -> list[str]:
 
     shards = out / "shards"
     if not (shards / MANIFEST).is_file():
-        with open(out / "prepare.log", "w") as log:
-            proc = subprocess.run([sys.executable, "-m", "jobs.cli", "prepare", f"run_dir={out / 'prepare'}",
-                                   f"shards.path={shards}", *overrides], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        if proc.returncode:
-            sys.exit(f"treediff prepare failed (exit {proc.returncode}):\n{(out / 'prepare.log').read_text()[-2000:]}")
+        code = treediff(["prepare", f"run_dir={out / 'prepare'}", f"shards.path={shards}", *overrides], out / "prepare.log")
+        if code:
+            sys.exit(f"treediff prepare failed (exit {code}):\n{(out / 'prepare.log').read_text()[-2000:]}")
     return ["cluster=local", f"shards.path={shards}"]
 
 

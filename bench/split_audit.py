@@ -14,7 +14,6 @@ two differ.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -29,9 +28,7 @@ from jobs.schema import DataConfig  # noqa: E402
 from treediff.data.tensors import to_model_range  # noqa: E402
 from treediff.tree import depth  # noqa: E402
 from treediff.vae.growth import effective_leaves, leaf_threshold  # noqa: E402
-from treediff.vae.trainer import load_tree_model, predict_leaf_probs  # noqa: E402
-
-SUBTREE = re.compile(r"phase-\d+-subtree-(\d+)$")
+from treediff.vae.trainer import PHASE_RE, load_tree_model, predict_leaf_probs  # noqa: E402
 
 
 def audit(run: Path) -> list[tuple[int, int]]:
@@ -42,11 +39,11 @@ def audit(run: Path) -> list[tuple[int, int]]:
     if data.labels is None:
         raise ValueError(f"{run}: the training split of {data.name} has no labels to audit with")
     x = to_model_range(data.images)
-    phases = sorted(p for p in (run / "tree").iterdir() if p.is_dir() and p.name.startswith("phase-"))
+    phases = sorted(p for p in (run / "tree").iterdir() if p.is_dir() and PHASE_RE.match(p.name))
     picks = []
     for before, phase in zip(phases, phases[1:]):
-        m = SUBTREE.match(phase.name)
-        if not m:
+        m = PHASE_RE.match(phase.name)
+        if m.group(2) != "subtree":
             continue
         model = load_tree_model(before)
         probs = predict_leaf_probs(model, x)
@@ -57,7 +54,7 @@ def audit(run: Path) -> list[tuple[int, int]]:
             if counts.sum():
                 rows[leaf] = (int(counts.sum()), counts.max() / counts.sum(), int(counts.sum() - counts.max()))
         splittable = [l for l in rows if depth(l) < cfg["growth"]["max_depth"]]
-        chosen, mixed = int(m.group(1)), max(splittable, key=lambda l: rows[l][2], default=None)
+        chosen, mixed = int(m.group(3)), max(splittable, key=lambda l: rows[l][2], default=None)
         picks.append((chosen, mixed))
         table = ", ".join(f"{l}: n {n} purity {p:.2f} mixed {k}" for l, (n, p, k) in rows.items())
         print(f"{run.name}/{phase.name}: split {chosen}, most mixed of those splittable {mixed} | {table}", flush=True)

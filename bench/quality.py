@@ -48,6 +48,11 @@ def treediff(args: list[str], log: Path) -> int:
                               stderr=subprocess.STDOUT).returncode
 
 
+def tail(log: Path) -> str:
+    """The end of a failed run's log, to show beside its exit code."""
+    return log.read_text()[-2000:]
+
+
 def grow(run_dir: Path, overrides: list[str], runtime: list[str]) -> dict:
     """One `treediff grow` (runtime: in one process, or on Ray, as overrides); returns its test
     metrics and wall time."""
@@ -56,8 +61,7 @@ def grow(run_dir: Path, overrides: list[str], runtime: list[str]) -> dict:
     code = treediff(["grow", *runtime, f"run_dir={run_dir}", *overrides], run_dir / "grow.log")
     wall = time.perf_counter() - t0
     if code:
-        tail = (run_dir / "grow.log").read_text()[-2000:]
-        return {"error": f"exit {code}", "log_tail": tail, "wall_s": wall}
+        return {"error": f"exit {code}", "log_tail": tail(run_dir / "grow.log"), "wall_s": wall}
     tree = json.loads((run_dir / "metrics.json").read_text())["tree"]
     return {"nmi": tree["nmi"], "acc": tree["acc"], "ari": tree["ari"], "leaves": len(tree["leaf_sizes"]),
             "leaf_purity": tree.get("leaf_purity"), "wall_s": wall}
@@ -107,7 +111,7 @@ def generation(out: Path, overrides: list[str], threads: int) -> None:
     t0 = time.perf_counter()
     code = treediff(["pipeline", *in_process(threads), f"run_dir={run_dir}", *overrides], out / "generation.log")
     if code:
-        print(f"  failed (exit {code}):\n{(out / 'generation.log').read_text()[-2000:]}")
+        print(f"  failed (exit {code}):\n{tail(out / 'generation.log')}")
         return
     ev = json.loads((run_dir / "eval" / "report.json").read_text())
     ceiling, floor = ev.get("ceiling", {}), ev.get("fid_floor", {})
@@ -138,7 +142,7 @@ def on_ray(out: Path, overrides: list[str]) -> list[str]:
     if not (shards / MANIFEST).is_file():
         code = treediff(["prepare", f"run_dir={out / 'prepare'}", f"shards.path={shards}", *overrides], out / "prepare.log")
         if code:
-            sys.exit(f"treediff prepare failed (exit {code}):\n{(out / 'prepare.log').read_text()[-2000:]}")
+            sys.exit(f"treediff prepare failed (exit {code}):\n{tail(out / 'prepare.log')}")
     return ["cluster=local", f"shards.path={shards}"]
 
 

@@ -4,8 +4,8 @@ import itertools
 import numpy as np
 import pytest
 
-from treediff.metrics.clustering import (ari, cluster_acc, clustering_report, dendrogram_purity, leaf_purity,
-                                         nmi)
+from treediff.metrics.clustering import (ari, cluster_acc, clustering_report, dendrogram_purity, histogram_pairs,
+                                         leaf_purity, nmi, nmi_standard_error)
 
 FLAT = (nmi, ari, cluster_acc, leaf_purity)
 
@@ -94,6 +94,46 @@ def test_errors_name_the_argument():
         dendrogram_purity([0, 1], [1], tree)
     with pytest.raises(ValueError, match="leaf_of_sample"):
         dendrogram_purity([], [], tree)
+
+
+# ---------------------------------------------------------------------------------- NMI's sampling error
+def noisy_clustering(rng, n, k=10, flip=0.3):
+    """Labels and clusters that agree but for a `flip` fraction reassigned at random."""
+    y = rng.integers(0, k, n)
+    c = np.where(rng.random(n) < flip, rng.integers(0, k, n), y)
+    return y, c
+
+
+def test_nmi_standard_error_matches_the_spread_over_fresh_samples():
+    rng = np.random.default_rng(0)
+    for n in (360, 2000):
+        spread = np.std([nmi(*noisy_clustering(rng, n)) for _ in range(150)])
+        errors = [nmi_standard_error(*noisy_clustering(rng, n), n_resamples=199, seed=i) for i in range(3)]
+        assert all(0.6 * spread < e < 1.25 * spread for e in errors), (n, spread, errors)
+    assert nmi_standard_error(*noisy_clustering(rng, 3000), n_resamples=199) < spread * 0.9  # narrows with n
+
+
+def test_nmi_standard_error_is_reproducible_and_zero_for_constant_scores():
+    y, c = noisy_clustering(np.random.default_rng(1), 150)
+    assert nmi_standard_error(y, c, n_resamples=99, seed=3) == nmi_standard_error(y, c, n_resamples=99, seed=3)
+    assert nmi_standard_error(y, c, n_resamples=99, seed=3) != nmi_standard_error(y, c, n_resamples=99, seed=4)
+    assert nmi_standard_error(y, y, n_resamples=99) == 0.0
+    with pytest.raises(ValueError, match="n_resamples must be >= 2"):
+        nmi_standard_error(y, c, n_resamples=1)
+    with pytest.raises(ValueError, match="clusters has 2 entries but labels has 3"):
+        nmi_standard_error([0, 1, 2], [0, 1])
+
+
+def test_histogram_pairs_score_as_the_samples():
+    y, c = noisy_clustering(np.random.default_rng(2), 500, k=4)
+    hist = {leaf: np.bincount(y[c == leaf], minlength=4).tolist() for leaf in np.unique(c)}
+    y2, c2 = histogram_pairs(hist)
+    assert len(y2) == len(y)
+    for f in FLAT:
+        assert f(y2, c2) == pytest.approx(f(y, c))
+    assert histogram_pairs({"7": [0, 2, 1]})[1].tolist() == [7, 7, 7]
+    with pytest.raises(ValueError, match="empty"):
+        histogram_pairs({})
 
 
 # ---------------------------------------------------------------------------------- dendrogram purity

@@ -6,10 +6,12 @@ All functions take 1-D array-likes of equal, non-zero length and return Python f
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.stats import bootstrap
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
@@ -32,6 +34,33 @@ def nmi(labels, clusters) -> float:
     """Normalized mutual information (arithmetic-mean normalisation)."""
     labels, clusters = _check(labels, clusters)
     return float(normalized_mutual_info_score(labels, clusters, average_method="arithmetic"))
+
+
+def nmi_standard_error(labels, clusters, n_resamples: int = 999, seed: int = 0) -> float:
+    """How far NMI measured on these samples would move on another sample of the same size: the
+    bootstrap standard error (scipy's paired bootstrap over the (label, cluster) pairs). On 360
+    test images a 10-leaf tree's NMI moves by about 0.02, on 10,000 by about 0.004. (Simulated,
+    it under-states the spread over fresh samples by ~15 % at n = 360; tests/metrics.)"""
+    labels, clusters = _check(labels, clusters)
+    if n_resamples < 2:
+        raise ValueError(f"n_resamples must be >= 2, got {n_resamples}")
+    with warnings.catch_warnings():  # a constant bootstrap distribution (one class or one cluster): error 0
+        warnings.simplefilter("ignore")
+        res = bootstrap((labels, clusters), lambda y, c: normalized_mutual_info_score(y, c, average_method="arithmetic"),
+                        paired=True, vectorized=False, n_resamples=n_resamples, method="percentile",
+                        rng=np.random.default_rng(seed))
+    return float(res.standard_error)
+
+
+def histogram_pairs(histograms: dict[Any, list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, clusters), one pair per sample, from per-cluster class counts (a report's
+    `leaf_histograms`: {leaf: [count of class 0, count of class 1, ...]}). Every metric here
+    depends only on these counts, so the pairs score as the samples that gave them."""
+    labels = [np.repeat(np.arange(len(counts)), counts) for counts in histograms.values()]
+    clusters = [np.full(int(np.sum(counts)), int(leaf)) for leaf, counts in histograms.items()]
+    if not labels:
+        raise ValueError("histograms is empty")
+    return np.concatenate(labels), np.concatenate(clusters)
 
 
 def ari(labels, clusters) -> float:

@@ -46,9 +46,8 @@ def nmi_standard_error(labels, clusters, n_resamples: int = 999, seed: int = 0) 
         raise ValueError(f"n_resamples must be >= 2, got {n_resamples}")
     with warnings.catch_warnings():  # a constant bootstrap distribution (one class or one cluster): error 0
         warnings.simplefilter("ignore")
-        res = bootstrap((labels, clusters), lambda y, c: normalized_mutual_info_score(y, c, average_method="arithmetic"),
-                        paired=True, vectorized=False, n_resamples=n_resamples, method="percentile",
-                        rng=np.random.default_rng(seed))
+        res = bootstrap((labels, clusters), nmi, paired=True, vectorized=False, n_resamples=n_resamples,
+                        method="percentile", rng=np.random.default_rng(seed))
     return float(res.standard_error)
 
 

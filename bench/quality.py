@@ -55,6 +55,11 @@ def tail(log: Path) -> str:
     return log.read_text()[-2000:]
 
 
+def scores(result: dict) -> str:
+    """A run's test figures as every printed line shows them."""
+    return f"NMI {result['nmi']:.3f} (se {result['nmi_se']:.3f})  ACC {result['acc']:.3f}  ARI {result['ari']:.3f}"
+
+
 def grow(run_dir: Path, overrides: list[str], runtime: list[str]) -> dict:
     """One `treediff grow` (runtime: in one process, or on Ray, as overrides); returns its test
     metrics and wall time."""
@@ -101,7 +106,7 @@ def fmnist(out: Path, limit: int, threads: int) -> None:
     if "nmi" not in result:
         print(f"  failed: {result['error']}\n{result['log_tail']}")
         return
-    print(f"  {'tree':30s} NMI {result['nmi']:.3f} (se {result['nmi_se']:.3f})  ACC {result['acc']:.3f}  ARI {result['ari']:.3f}  "
+    print(f"  {'tree':30s} {scores(result)}  "
           f"leaves {result['leaves']}  {result['wall_s'] / 60:.1f} min  (targets: NMI and ACC >= 0.60 in < 60 min)")
     for b in base:
         print(f"  {b['method']:30s} NMI {b['nmi']:.3f}  ACC {b['acc']:.3f}  ARI {b['ari']:.3f}")
@@ -160,8 +165,7 @@ def run_variants(variants: dict[str, list[str]], seeds: list[int], out: Path, jo
         record = {"variant": name, "overrides": variants[name], "seed": seed, **result}
         with open(out / "runs.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        print(f"  {name:14s} seed {seed}: " + (f"NMI {result['nmi']:.3f} (se {result['nmi_se']:.3f})  ACC {result['acc']:.3f}  ARI {result['ari']:.3f}"
-              f"  leaves {result['leaves']}  {result['wall_s']:.0f} s" if "nmi" in result else result["error"]), flush=True)
+        print(f"  {name:14s} seed {seed}: " + (f"{scores(result)}  leaves {result['leaves']}  {result['wall_s']:.0f} s" if "nmi" in result else result["error"]), flush=True)
         return record
 
     with ThreadPoolExecutor(jobs) as pool:

@@ -55,10 +55,10 @@ def histogram_pairs(histograms: dict[Any, list[int]]) -> tuple[np.ndarray, np.nd
     """(labels, clusters), one pair per sample, from per-cluster class counts (a report's
     `leaf_histograms`: {leaf: [count of class 0, count of class 1, ...]}). Every metric here
     depends only on these counts, so the pairs score as the samples that gave them."""
+    if not histograms:
+        raise ValueError("histograms is empty")
     labels = [np.repeat(np.arange(len(counts)), counts) for counts in histograms.values()]
     clusters = [np.full(int(np.sum(counts)), int(leaf)) for leaf, counts in histograms.items()]
-    if not labels:
-        raise ValueError("histograms is empty")
     return np.concatenate(labels), np.concatenate(clusters)
 
 

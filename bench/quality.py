@@ -6,16 +6,16 @@ count), beside k-means(k) fit on the training pixels and Ward(k) on the pixels, 
 Each NMI comes with its bootstrap standard error ("se": how far it would move on another test split
 of the same size; ~0.02 on the digits' 360 test images, ~0.004 on Fashion-MNIST's 10,000).
 
-    python bench/quality.py                          # seeds 1-5 of the embedded default (~6 min on 2 cores)
+    python bench/quality.py                          # seeds 1-5 of the embedded default (14-27 min on 2 cores)
     python bench/quality.py --seeds 1 2 3 --variant base= --variant ft="optim.kl_finetune=reach_one"
                                                      # variants side by side, same seeds (a search)
-    python bench/quality.py --fmnist                 # + Fashion-MNIST (Debian's idx files, 20k train, ~45 min)
+    python bench/quality.py --fmnist                 # + Fashion-MNIST (Debian's idx files, 20k train, ~27 min)
     python bench/quality.py --generation             # + one in-process pipeline: purity vs ceiling, FID vs floor
     python bench/quality.py --seeds --fmnist         # Fashion-MNIST alone (no digits seeds)
     python bench/quality.py --ray --seeds 42 1 2 3 4 5
                                                      # the main command's path instead: `treediff grow
                                                      # cluster=local` (2 Ray Train workers) on shards
-                                                     # prepared once, one run at a time (~4 min a run)
+                                                     # prepared once, one run at a time (4-6 min a run)
     python bench/quality.py --base "experiment=cifar10_quick data=photo_patches" --seeds 1 2 3 \
         --variant term= --variant no-term=model.contrastive=false
                                                      # the colour quick preset on real colour crops, with

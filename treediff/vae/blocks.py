@@ -20,47 +20,6 @@ def activation(name: str) -> nn.Module:
     raise ValueError(f"model.activation: unknown activation {name!r}")
 
 
-class _StrideOneTransposedConv(torch.autograd.Function):
-    """y = conv_transpose2d(x, W, b, stride 1, padding p), computed forward as the conv2d it equals
-    (kernel flipped in space, in/out channels swapped, padding k - 1 - p); the backward is torch's
-    own for the transposed convolution, so gradients are what conv_transpose2d gives."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, padding):  # weight: C_in x C_out x kh x kw
-        ctx.save_for_backward(x, weight)
-        ctx.padding, ctx.has_bias = padding, bias is not None
-        (kh, kw), (ph, pw) = weight.shape[-2:], padding
-        return F.conv2d(x, weight.flip(2, 3).transpose(0, 1), bias, padding=(kh - 1 - ph, kw - 1 - pw))
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx, gw, gb = torch.ops.aten.convolution_backward(
-            grad, x, weight, [weight.shape[1]] if ctx.has_bias else None, [1, 1], list(ctx.padding), [1, 1],
-            True, [0, 0], 1, [need_x, need_w, need_b and ctx.has_bias])
-        return gx, gw, gb, None
-
-
-class ConvTranspose2d(nn.ConvTranspose2d):
-    """nn.ConvTranspose2d whose stride-1 forward runs as the plain convolution it equals.
-
-    On CPU torch takes a slow path for the forward of a stride-1 transposed convolution with a large
-    kernel and few output channels (the cnn1 decoders' k12 layers: ~3.6x the equivalent conv2d),
-    while its backward is fast; a plain conv2d is the other way round. So the forward is the conv2d
-    and the backward torch's transposed one (bench/decoder_conv.py). Weights keep ConvTranspose2d's
-    layout, so checkpoints load either way; other strides, groups, dilations and output paddings go
-    to torch's own.
-    """
-
-    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        if (self.stride != (1, 1) or self.groups != 1 or self.dilation != (1, 1) or self.output_padding != (0, 0)
-                or self.padding_mode != "zeros" or output_size is not None or ph > kh - 1 or pw > kw - 1):
-            return super().forward(x, output_size)
-        return _StrideOneTransposedConv.apply(x, self.weight, self.bias, self.padding)
-
-
 def conv3(c_in: int, c_out: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=bias)
 

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from torch import nn
 
-from .blocks import ConvTranspose2d, ResBlock, activation, conv3
+from .blocks import ResBlock, activation, conv3
 from .config import TreeVAEConfig
 
 
@@ -60,7 +60,7 @@ class Cnn1Decoder(nn.Module):
         layers: list[nn.Module] = []
         for i, ((c_a, c_b), (_, _, k, s)) in enumerate(zip(zip(chans[:-1], chans[1:]), geometry)):
             last = i == len(geometry) - 1
-            layers.append(ConvTranspose2d(c_a, c_b, k, stride=s, padding=1, bias=last))
+            layers.append(nn.ConvTranspose2d(c_a, c_b, k, stride=s, padding=1, bias=last))
             if not last:
                 layers += [nn.BatchNorm2d(c_b), activation(cfg.activation)]
         self.net = nn.Sequential(*layers)

@@ -2,7 +2,8 @@
 as a plain conv2d (kernel flipped and transposed, input padded by k - 1 - p), with the inputs in
 the two memory layouts, in one run.
 
-    .venv/bin/python bench/decoder_conv.py [--model tree_mnist] [--batch 256] [--threads 2]
+    .venv/bin/python bench/decoder_conv.py [--model tree_mnist] [--batch 256] [--threads 2] [--leaves 10]
+                                           [--checkpoint RUN_DIR/tree/phase-NNN-...]
 
 Why: a profile of one training step of a 10-leaf Fashion-MNIST tree fed a channels-first batch
 (`torch.rand(256, 1, 28, 28)`) put half of its CPU time in the forward of two transposed
@@ -37,7 +38,7 @@ from common import ROOT, grown_tree
 from treediff.vae.config import TreeVAEConfig
 from treediff.vae.encoders import make_decoder
 
-LAYOUTS = {"channels-first": torch.contiguous_format, "channels-last (as in training)": torch.channels_last}
+LAYOUTS = {"channels-first": torch.contiguous_format, "channels-last (grey batches in training)": torch.channels_last}
 
 
 def ms_per_call(fn, repeats: int) -> float:
@@ -87,7 +88,7 @@ def step_table(cfg: TreeVAEConfig, args) -> None:
     # the shard stream's permute(2, 0, 1).contiguous(): a no-op for grey images (size-1 channel dims do not count
     # for contiguity), so they keep strides (HW, 1, W, 1), which torch reads as channels-last
     batches = {"the loop's layout": hwc.permute(0, 3, 1, 2).contiguous(),
-               "channels-first": hwc.permute(0, 3, 1, 2).clone().as_strided((args.batch, c, s, s), (c * s * s, s * s, s, 1))}
+               "channels-first": torch.empty(args.batch, c, s, s).copy_(hwc.permute(0, 3, 1, 2))}  # strides (CHW, HW, W, 1)
 
     def step(x: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
@@ -114,7 +115,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--leaves", type=int, default=8)
+    ap.add_argument("--leaves", type=int, default=10)
     ap.add_argument("--checkpoint", default="", help="time the tree saved here instead of a grown one")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

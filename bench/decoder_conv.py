@@ -28,6 +28,7 @@ candidate.
 from __future__ import annotations
 
 import argparse
+from statistics import median
 
 import torch
 import torch.nn.functional as F
@@ -95,16 +96,22 @@ def step_table(cfg: TreeVAEConfig, args) -> None:
         model(x).loss(1.0).backward()
         opt.step()
 
-    times = {}
-    for timed in (False, True):  # a first untimed round, so that the first way timed is not the one warming up
+    runs: dict[tuple[str, str], list[float]] = {}
+    # the four ways in turn, `--rounds` times after an untimed round (this machine's noise drifts over
+    # minutes; the median per way is printed)
+    for r in range(args.rounds + 1):
         for layout, x in batches.items():
             for name, cls in (("conv_transpose2d", torch.nn.ConvTranspose2d), ("candidate", CandidateConvTranspose2d)):
                 for mod in model.modules():
                     if isinstance(mod, torch.nn.ConvTranspose2d):
                         mod.__class__ = cls
-                times[layout, name] = ms_per_call(lambda: step(x), max(3, args.repeats // 2) if timed else 1)
+                t = ms_per_call(lambda: step(x), max(3, args.repeats // 2) if r else 1)
+                if r:
+                    runs.setdefault((layout, name), []).append(t)
+    times = {way: median(ts) for way, ts in runs.items()}
     base = times["the loop's layout", "conv_transpose2d"]
-    print(f"  a training step of a {len(model.tree.leaves)}-leaf tree (forward, ELBO, backward, Adam):")
+    print(f"  a training step of a {len(model.tree.leaves)}-leaf tree (forward, ELBO, backward, Adam), "
+          f"median of {args.rounds} rounds:")
     for (layout, name), t in times.items():
         print(f"    batch {layout:18s} decoders {name:17s} {t:6.0f} ms  ratio (as the pipeline runs) / this {base / t:.2f}x")
 
@@ -116,6 +123,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--leaves", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds of the four ways, in turn")
     ap.add_argument("--checkpoint", default="", help="time the tree saved here instead of a grown one")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

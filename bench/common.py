@@ -61,6 +61,21 @@ def grown_tree(model_cfg, leaves: int) -> TreeVAE:
     return model
 
 
+def step_seconds(model, subtree, x: torch.Tensor, steps: int) -> float:
+    """Seconds per optimiser step (forward, loss, backward, Adam) of the subtree at `subtree`
+    (None: the whole tree), everything else frozen."""
+    params = model.set_trainable(subtree)
+    model.train()
+    opt = torch.optim.Adam(params, lr=1e-3)
+
+    def step():
+        loss = model(x, subtree=subtree).loss(1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return timed(step, steps)
+
+
 def tree_checkpoint(tmp: str | Path, model_cfg, leaves: int = 4) -> Path:
     model = grown_tree(model_cfg, leaves)
     return save_checkpoint(Path(tmp) / "tree", model.state_dict(), model.tree, {"model": asdict(model_cfg)}, {})

@@ -15,20 +15,7 @@ import argparse
 
 import torch
 
-from common import default_config, grown_tree, timed
-
-
-def step_seconds(model, subtree, x: torch.Tensor, steps: int) -> float:
-    params = model.set_trainable(subtree)
-    model.train()
-    opt = torch.optim.Adam(params, lr=1e-3)
-
-    def step():
-        loss = model(x, subtree=subtree).loss(1.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return timed(step, steps)
+from common import default_config, grown_tree, step_seconds
 
 
 def main() -> None:

@@ -165,6 +165,45 @@ def test_colour_encoder_shapes():
     assert np.isfinite(out.loss(1.0).item())
 
 
+def flat_model(encoder="flat", size=28, seed=0):
+    torch.manual_seed(seed)
+    return TreeVAE(TreeVAEConfig(in_channels=1, image_size=size, encoder=encoder, representation_dim=1, latent_channels=4,
+                                 bottom_up_channels=32, max_depth=3, activation="leaky_relu", encoder_input="unit"))
+
+
+@pytest.mark.parametrize("encoder,size", [("flat", 28), ("mlp", 8)])
+def test_flat_latents_are_vectors_read_by_linear_layers(encoder, size):
+    """encoder=flat or mlp (the original TreeVAE's): d and z are B x C x 1 x 1, the latent-side blocks are
+    linear layers (a 3x3 conv there would read only its centre tap), the routers read every feature."""
+    m = grown(flat_model(encoder, size))
+    x = batch(5, s=size)
+    d = m.bottom_up(x)
+    assert [tuple(level.shape) for level in d] == [(5, 32, 1, 1)] * 4
+    assert not any(isinstance(mod, torch.nn.Conv2d) for name, mod in m.named_modules()
+                   if name.split(".")[0] in ("ladder", "dense", "transform", "prior_router", "post_router"))
+    out = m(x)
+    assert all(z.shape == (5, 4, 1, 1) for z in out.z.values())
+    assert all(out.decoded[l].shape == (5, 1, size, size) for l in out.leaves)
+    torch.testing.assert_close(out.leaf_probs.sum(1), torch.ones(5))
+    assert np.isfinite(out.loss(1.0).item())
+    # a router's decision moves with every feature of d, not with one squeezed channel
+    router = m.post_router["0"].eval()
+    base = router(d[-1])
+    for c in (0, 17, 31):
+        bumped = d[-1].clone()
+        bumped[:, c] += 1.0
+        assert not torch.allclose(router(bumped), base)
+    # the linear layer computes what a 3x3 conv with zero padding computes on a 1 x 1 map
+    lin = m.ladder[0].net[0]
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, :, 1, 1] = lin.weight
+    torch.testing.assert_close(lin(d[0]), conv(d[0]))
+    g = m.eval().generate(3, generator=torch.Generator().manual_seed(0))
+    assert g.most_probable()[0].shape == (3, 1, size, size)
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="model.encoder"):
         TreeVAEConfig(encoder="vgg")
@@ -176,3 +215,11 @@ def test_config_errors_name_the_field():
         TreeVAEConfig(contrastive_weight=-1.0)
     with pytest.raises(ValueError, match="model.encoder_input"):
         TreeVAEConfig(encoder_input="centered")
+    with pytest.raises(ValueError, match="model.representation_dim"):
+        TreeVAEConfig(encoder="flat", image_size=28, representation_dim=2, bottom_up_channels=32)
+    with pytest.raises(ValueError, match="model.image_size"):
+        TreeVAEConfig(encoder="flat", image_size=32, representation_dim=1, bottom_up_channels=32)
+    with pytest.raises(ValueError, match="model.bottom_up_channels"):
+        TreeVAEConfig(encoder="flat", image_size=28, representation_dim=1, bottom_up_channels=40)
+    with pytest.raises(ValueError, match="model.representation_dim"):
+        TreeVAEConfig(encoder="mlp", image_size=8, representation_dim=2)

@@ -2,6 +2,8 @@
 
 Shapes: x is B x C x H x W; bottom-up features d are B x C_bu x R x R; latents z are
 B x C_lat x R x R. Variances (not standard deviations) are carried throughout.
+At R = 1 (flat latents, the original TreeVAE's) the 3x3 convs become 1x1 convs, i.e. the
+linear layers of its MLPs, and the routers read the whole feature vector.
 """
 from __future__ import annotations
 
@@ -22,6 +24,19 @@ def activation(name: str) -> nn.Module:
 
 def conv3(c_in: int, c_out: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=bias)
+
+
+class Pointwise(nn.Linear):
+    """A linear layer on B x C x 1 x 1 maps: the 3x3 conv of a flat latent, whose kernel would read
+    only its centre tap (a 1x1 conv computes the same, several times slower on CPU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.flatten(1))[:, :, None, None]
+
+
+def latent_conv(c_in: int, c_out: int, rep_dim: int, bias: bool = True) -> nn.Module:
+    """The conv of the latent-side blocks: 3x3 on R x R maps, a linear layer on flat ones (R = 1)."""
+    return conv3(c_in, c_out, bias=bias) if rep_dim > 1 else Pointwise(c_in, c_out, bias=bias)
 
 
 class ResBlock(nn.Module):
@@ -47,11 +62,11 @@ class ConvStack(nn.Module):
     The residual connection applies only when in == out (bottom-up blocks).
     """
 
-    def __init__(self, c_in: int, c_out: int, act: str, residual: bool = False):
+    def __init__(self, c_in: int, c_out: int, act: str, residual: bool = False, rep_dim: int = 2):
         super().__init__()
         layers: list[nn.Module] = []
         for a, b in ((c_in, c_in), (c_in, c_in), (c_in, c_out)):
-            layers += [conv3(a, b, bias=False), nn.BatchNorm2d(b), activation(act)]
+            layers += [latent_conv(a, b, rep_dim, bias=False), nn.BatchNorm2d(b), activation(act)]
         self.net = nn.Sequential(*layers)
         self.residual = residual and c_in == c_out
 
@@ -63,10 +78,10 @@ class ConvStack(nn.Module):
 class GaussianHead(nn.Module):
     """Two 3x3 conv heads: mean and variance = softplus(conv)."""
 
-    def __init__(self, c_in: int, c_lat: int):
+    def __init__(self, c_in: int, c_lat: int, rep_dim: int = 2):
         super().__init__()
-        self.mu = conv3(c_in, c_lat)
-        self.var = conv3(c_in, c_lat)
+        self.mu = latent_conv(c_in, c_lat, rep_dim)
+        self.var = latent_conv(c_in, c_lat, rep_dim)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mu(h), F.softplus(self.var(h))
@@ -75,24 +90,25 @@ class GaussianHead(nn.Module):
 class Transformation(nn.Module):
     """Top-down prior p(z_i | z_pa(i)): ConvStack(C_lat -> C_bu) then a Gaussian head."""
 
-    def __init__(self, c_lat: int, c_bu: int, act: str):
+    def __init__(self, c_lat: int, c_bu: int, act: str, rep_dim: int = 2):
         super().__init__()
-        self.stack = ConvStack(c_lat, c_bu, act)
-        self.head = GaussianHead(c_bu, c_lat)
+        self.stack = ConvStack(c_lat, c_bu, act, rep_dim=rep_dim)
+        self.head = GaussianHead(c_bu, c_lat, rep_dim)
 
     def forward(self, z_parent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.stack(z_parent))
 
 
 class Router(nn.Module):
-    """Decision network: conv3x3 -> 1 channel -> flatten R^2 -> 2-layer MLP -> logit of P(left)."""
+    """Decision network: conv3x3 -> 1 channel -> flatten R^2 -> 2-layer MLP -> logit of P(left).
+    At R = 1 the MLP reads the C_in features themselves (the original TreeVAE's router)."""
 
     def __init__(self, c_in: int, rep_dim: int, hidden: int, act: str, dropout: float = 0.0):
         super().__init__()
-        self.squeeze = conv3(c_in, 1, bias=False)
+        self.squeeze = conv3(c_in, 1, bias=False) if rep_dim > 1 else nn.Identity()
         self.mlp = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(rep_dim * rep_dim, hidden, bias=False), nn.BatchNorm1d(hidden), activation(act), nn.Dropout(dropout),
+            nn.Linear(rep_dim * rep_dim if rep_dim > 1 else c_in, hidden, bias=False), nn.BatchNorm1d(hidden), activation(act), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), activation(act), nn.Dropout(dropout),
             nn.Linear(hidden, 1),
         )
@@ -108,8 +124,8 @@ class Projection(nn.Module):
 
     def __init__(self, c_in: int, rep_dim: int, act: str, hidden: int = 128, out: int = 10):
         super().__init__()
-        self.squeeze = conv3(c_in, 1, bias=False)
-        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(rep_dim * rep_dim, hidden, bias=False),
+        self.squeeze = conv3(c_in, 1, bias=False) if rep_dim > 1 else nn.Identity()
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(rep_dim * rep_dim if rep_dim > 1 else c_in, hidden, bias=False),
                                  nn.BatchNorm1d(hidden), activation(act), nn.Linear(hidden, out))
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ..data.augment import COLOUR_PRESETS, PRESETS as AUGMENT_PRESETS
 
 ACTIVATIONS = ("silu", "relu", "leaky_relu")
-ENCODERS = ("cnn1", "cnn2")
+ENCODERS = ("cnn1", "cnn2", "flat", "mlp")
 LIKELIHOODS = ("bernoulli", "gaussian")
 ENCODER_INPUTS = ("signed", "unit")
 KL_FINETUNE = ("phase", "reach_one")
@@ -28,7 +28,9 @@ class TreeVAEConfig:
 
     in_channels: int = 1
     image_size: int = 8
-    encoder: str = "cnn1"  # cnn1: small conv net (grey); cnn2: residual conv net (colour)
+    # cnn1: small conv net (grey); cnn2: residual conv net (colour); flat and mlp: the original
+    # TreeVAE's flat latents (R = 1), its conv net for 28 x 28 images and its dense net (encoders.py)
+    encoder: str = "cnn1"
     representation_dim: int = 2  # R: latents are C_lat x R x R
     latent_channels: int = 8  # C_lat
     bottom_up_channels: int = 32  # C_bu
@@ -66,6 +68,15 @@ class TreeVAEConfig:
             _check(ratio == int(ratio) and math.log2(ratio).is_integer(), "model.representation_dim",
                    f"cnn2 needs image_size / representation_dim to be a power of 2, "
                    f"got {self.image_size}/{self.representation_dim}")
+        if self.encoder in ("flat", "mlp"):
+            _check(self.representation_dim == 1, "model.representation_dim",
+                   f"the {self.encoder} encoder gives flat latents: needs 1, got {self.representation_dim}")
+        if self.encoder == "flat":
+            _check(self.image_size == 28, "model.image_size",
+                   f"the flat encoder is the original TreeVAE's 28 x 28 network: needs 28, got {self.image_size}")
+            _check(self.bottom_up_channels % 16 == 0, "model.bottom_up_channels",
+                   f"the flat encoder's convs have C_bu/16, C_bu/8, C_bu/4 channels: needs a multiple of 16, "
+                   f"got {self.bottom_up_channels}")
         _check(0.0 <= self.dropout_router < 1.0, "model.dropout_router", f"must be in [0, 1), got {self.dropout_router}")
         _check(self.router_hidden >= 0, "model.router_hidden", f"must be >= 0, got {self.router_hidden}")
         _check(self.contrastive_weight >= 0, "model.contrastive_weight", f"must be >= 0, got {self.contrastive_weight}")

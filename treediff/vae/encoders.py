@@ -3,6 +3,12 @@
 cnn1: three plain convs whose kernel and stride are solved so that the spatial size walks
       linearly from H down to R (the reference's small grey-scale network).
 cnn2: a residual network halving the resolution log2(H / R) times (colour data).
+flat: the original TreeVAE's small grey network (reference notes, section 1.7), for flat latents
+      (R = 1) of 28 x 28 images: three 3x3 stride-2 convs, 28 -> 13 -> 6 -> 2, flattened to C_bu
+      features; each leaf decodes with Linear -> 32 x 3 x 3 and three stride-2 transposed convs.
+      Its leaf decoders cost about a tenth of cnn1's at 28 x 28.
+mlp:  the original TreeVAE's dense network, for flat latents of any image size: the pixels through
+      Linear layers of 4 C_bu, 4 C_bu, 2 C_bu, C_bu; each leaf decodes through 128, 256, 512, 512.
 """
 from __future__ import annotations
 
@@ -100,10 +106,76 @@ class Cnn2Decoder(nn.Module):
         return self.net(z)
 
 
+class FlatEncoder(nn.Module):
+    """x (B, C, 28, 28) -> d_0 (B, C_bu, 1, 1): C_bu/16 -> C_bu/8 -> C_bu/4 channels on 13, 6, 2."""
+
+    def __init__(self, cfg: TreeVAEConfig):
+        super().__init__()
+        chans = [cfg.in_channels] + [cfg.bottom_up_channels // f for f in (16, 8, 4)]
+        layers: list[nn.Module] = []
+        for c_a, c_b in zip(chans[:-1], chans[1:]):
+            layers += [nn.Conv2d(c_a, c_b, 3, stride=2, bias=False), nn.BatchNorm2d(c_b), activation(cfg.activation)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).flatten(1)[:, :, None, None]
+
+
+class FlatDecoder(nn.Module):
+    """z (B, C_lat, 1, 1) -> (B, C, 28, 28): Linear -> 32 x 3 x 3 -> 16 x 7 x 7 -> 8 x 14 x 14 -> C x 28 x 28."""
+
+    def __init__(self, cfg: TreeVAEConfig):
+        super().__init__()
+        act = cfg.activation
+        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(cfg.latent_channels, 32 * 3 * 3, bias=False),
+                                   nn.BatchNorm1d(32 * 3 * 3), activation(act), nn.Unflatten(1, (32, 3, 3)))
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(32, 16, 3, stride=2, bias=False), nn.BatchNorm2d(16), activation(act),
+            nn.ConvTranspose2d(16, 8, 3, stride=2, padding=1, output_padding=1, bias=False), nn.BatchNorm2d(8),
+            activation(act),
+            nn.ConvTranspose2d(8, cfg.in_channels, 3, stride=2, padding=1, output_padding=1))
+
+    def forward(self, z):
+        return self.net(self.dense(z))
+
+
+def _dense(sizes: list[int], act: str) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b, bias=False), nn.BatchNorm1d(b), activation(act)]
+    return layers
+
+
+class MlpEncoder(nn.Module):
+    """x (B, C, H, W) -> d_0 (B, C_bu, 1, 1) through 4 C_bu, 4 C_bu, 2 C_bu, C_bu features."""
+
+    def __init__(self, cfg: TreeVAEConfig):
+        super().__init__()
+        e = cfg.bottom_up_channels
+        pixels = cfg.in_channels * cfg.image_size ** 2
+        self.net = nn.Sequential(nn.Flatten(), *_dense([pixels, 4 * e, 4 * e, 2 * e, e], cfg.activation))
+
+    def forward(self, x):
+        return self.net(x)[:, :, None, None]
+
+
+class MlpDecoder(nn.Module):
+    """z (B, C_lat, 1, 1) -> (B, C, H, W) through 128, 256, 512, 512 features."""
+
+    def __init__(self, cfg: TreeVAEConfig):
+        super().__init__()
+        shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+        self.net = nn.Sequential(nn.Flatten(), *_dense([cfg.latent_channels, 128, 256, 512, 512], cfg.activation),
+                                 nn.Linear(512, shape[0] * shape[1] * shape[2]), nn.Unflatten(1, shape))
+
+    def forward(self, z):
+        return self.net(z)
+
+
 def make_encoder(cfg: TreeVAEConfig) -> nn.Module:
-    return {"cnn1": Cnn1Encoder, "cnn2": Cnn2Encoder}[cfg.encoder](cfg)
+    return {"cnn1": Cnn1Encoder, "cnn2": Cnn2Encoder, "flat": FlatEncoder, "mlp": MlpEncoder}[cfg.encoder](cfg)
 
 
 def make_decoder(cfg: TreeVAEConfig) -> nn.Module:
     """A leaf decoder; it outputs logits (bernoulli) or the image in [-1, 1] units (gaussian)."""
-    return {"cnn1": Cnn1Decoder, "cnn2": Cnn2Decoder}[cfg.encoder](cfg)
+    return {"cnn1": Cnn1Decoder, "cnn2": Cnn2Decoder, "flat": FlatDecoder, "mlp": MlpDecoder}[cfg.encoder](cfg)

@@ -91,7 +91,8 @@ class TreeVAE(nn.Module):
         self.encoder = make_encoder(cfg)
         # d_1 .. d_L: the bottom-up ladder above the encoder output d_0
         self.ladder = nn.ModuleList(ConvStack(cfg.bottom_up_channels, cfg.bottom_up_channels, cfg.activation,
-                                              residual=cfg.res_connections) for _ in range(cfg.max_depth))
+                                              residual=cfg.res_connections, rep_dim=cfg.representation_dim)
+                                    for _ in range(cfg.max_depth))
         self.dense = nn.ModuleDict()  # node -> q-hat head on d
         self.transform = nn.ModuleDict()  # non-root node -> prior p(z_i | z_pa)
         self.prior_router = nn.ModuleDict()  # router node -> P(left | z_i)
@@ -111,9 +112,10 @@ class TreeVAE(nn.Module):
     # ------------------------------------------------------------------ structure
     def _add_latent(self, i: int) -> None:
         c = self.cfg
-        self.dense[str(i)] = GaussianHead(c.bottom_up_channels, c.latent_channels)
+        self.dense[str(i)] = GaussianHead(c.bottom_up_channels, c.latent_channels, c.representation_dim)
         if i != 0:
-            self.transform[str(i)] = Transformation(c.latent_channels, c.bottom_up_channels, c.activation)
+            self.transform[str(i)] = Transformation(c.latent_channels, c.bottom_up_channels, c.activation,
+                                                    c.representation_dim)
 
     def _add_routers(self, i: int) -> None:
         c = self.cfg

@@ -2,8 +2,9 @@
 
 Shapes: x is B x C x H x W; bottom-up features d are B x C_bu x R x R; latents z are
 B x C_lat x R x R. Variances (not standard deviations) are carried throughout.
-At R = 1 (flat latents, the original TreeVAE's) the 3x3 convs become 1x1 convs, i.e. the
-linear layers of its MLPs, and the routers read the whole feature vector.
+At R = 1 (flat latents, the original TreeVAE's) the latent-side 3x3 convs become linear layers
+(Pointwise: on a 1 x 1 map a 3x3 conv reads only its centre tap), as in its MLPs, and the routers
+read the whole feature vector.
 """
 from __future__ import annotations
 
@@ -106,9 +107,10 @@ class Router(nn.Module):
     def __init__(self, c_in: int, rep_dim: int, hidden: int, act: str, dropout: float = 0.0):
         super().__init__()
         self.squeeze = conv3(c_in, 1, bias=False) if rep_dim > 1 else nn.Identity()
+        features = rep_dim * rep_dim if rep_dim > 1 else c_in
         self.mlp = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(rep_dim * rep_dim if rep_dim > 1 else c_in, hidden, bias=False), nn.BatchNorm1d(hidden), activation(act), nn.Dropout(dropout),
+            nn.Linear(features, hidden, bias=False), nn.BatchNorm1d(hidden), activation(act), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), activation(act), nn.Dropout(dropout),
             nn.Linear(hidden, 1),
         )
@@ -125,7 +127,8 @@ class Projection(nn.Module):
     def __init__(self, c_in: int, rep_dim: int, act: str, hidden: int = 128, out: int = 10):
         super().__init__()
         self.squeeze = conv3(c_in, 1, bias=False) if rep_dim > 1 else nn.Identity()
-        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(rep_dim * rep_dim if rep_dim > 1 else c_in, hidden, bias=False),
+        features = rep_dim * rep_dim if rep_dim > 1 else c_in
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(features, hidden, bias=False),
                                  nn.BatchNorm1d(hidden), activation(act), nn.Linear(hidden, out))
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:

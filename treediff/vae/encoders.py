@@ -6,7 +6,7 @@ cnn2: a residual network halving the resolution log2(H / R) times (colour data).
 flat: the original TreeVAE's small grey network (reference notes, section 1.7), for flat latents
       (R = 1) of 28 x 28 images: three 3x3 stride-2 convs, 28 -> 13 -> 6 -> 2, flattened to C_bu
       features; each leaf decodes with Linear -> 32 x 3 x 3 and three stride-2 transposed convs.
-      Its leaf decoders cost about a tenth of cnn1's at 28 x 28.
+      A leaf decoder takes about a tenth of the multiply-adds of cnn1's at 28 x 28.
 mlp:  the original TreeVAE's dense network, for flat latents of any image size: the pixels through
       Linear layers of 4 C_bu, 4 C_bu, 2 C_bu, C_bu; each leaf decodes through 128, 256, 512, 512.
 """

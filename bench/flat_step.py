@@ -7,7 +7,7 @@ Each tree is split breadth-first to the leaf count (fresh weights, seed 0) and t
 optimiser step of the whole tree (forward, loss, backward, Adam) on a grey batch laid out as the
 training loop's (strides (784, 1, 28, 1)). The two models are timed in turn over --rounds rounds
 and each one's median printed, with the ratio: how many more steps the flat tree gets in the same
-time (the reason fashion_mnist_20k uses it, bench/NMI_SEARCH.md).
+time (why it was grown on Fashion-MNIST, bench/NMI_SEARCH.md; no preset uses it).
 """
 from __future__ import annotations
 

@@ -40,6 +40,14 @@ def latent_conv(c_in: int, c_out: int, rep_dim: int, bias: bool = True) -> nn.Mo
     return conv3(c_in, c_out, bias=bias) if rep_dim > 1 else Pointwise(c_in, c_out, bias=bias)
 
 
+def squeeze(c_in: int, rep_dim: int) -> tuple[nn.Module, int]:
+    """What a router or projection reads first, and the width it flattens to: a 3x3 conv to one
+    channel on R x R maps (R^2 numbers), the C_in features themselves on flat ones."""
+    if rep_dim > 1:
+        return conv3(c_in, 1, bias=False), rep_dim * rep_dim
+    return nn.Identity(), c_in
+
+
 class ResBlock(nn.Module):
     """Pre-activation residual block: three 3x3 convs, out = shortcut(x) + 0.1 * residual."""
 
@@ -106,8 +114,7 @@ class Router(nn.Module):
 
     def __init__(self, c_in: int, rep_dim: int, hidden: int, act: str, dropout: float = 0.0):
         super().__init__()
-        self.squeeze = conv3(c_in, 1, bias=False) if rep_dim > 1 else nn.Identity()
-        features = rep_dim * rep_dim if rep_dim > 1 else c_in
+        self.squeeze, features = squeeze(c_in, rep_dim)
         self.mlp = nn.Sequential(
             nn.Flatten(),
             nn.Linear(features, hidden, bias=False), nn.BatchNorm1d(hidden), activation(act), nn.Dropout(dropout),
@@ -126,8 +133,7 @@ class Projection(nn.Module):
 
     def __init__(self, c_in: int, rep_dim: int, act: str, hidden: int = 128, out: int = 10):
         super().__init__()
-        self.squeeze = conv3(c_in, 1, bias=False) if rep_dim > 1 else nn.Identity()
-        features = rep_dim * rep_dim if rep_dim > 1 else c_in
+        self.squeeze, features = squeeze(c_in, rep_dim)
         self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(features, hidden, bias=False),
                                  nn.BatchNorm1d(hidden), activation(act), nn.Linear(hidden, out))
 

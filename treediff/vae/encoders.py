@@ -106,6 +106,13 @@ class Cnn2Decoder(nn.Module):
         return self.net(z)
 
 
+def _dense(sizes: list[int], act: str) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b, bias=False), nn.BatchNorm1d(b), activation(act)]
+    return layers
+
+
 class FlatEncoder(nn.Module):
     """x (B, C, 28, 28) -> d_0 (B, C_bu, 1, 1): C_bu/16 -> C_bu/8 -> C_bu/4 channels on 13, 6, 2."""
 
@@ -127,8 +134,8 @@ class FlatDecoder(nn.Module):
     def __init__(self, cfg: TreeVAEConfig):
         super().__init__()
         act = cfg.activation
-        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(cfg.latent_channels, 32 * 3 * 3, bias=False),
-                                   nn.BatchNorm1d(32 * 3 * 3), activation(act), nn.Unflatten(1, (32, 3, 3)))
+        self.dense = nn.Sequential(nn.Flatten(), *_dense([cfg.latent_channels, 32 * 3 * 3], act),
+                                   nn.Unflatten(1, (32, 3, 3)))
         self.net = nn.Sequential(
             nn.ConvTranspose2d(32, 16, 3, stride=2, bias=False), nn.BatchNorm2d(16), activation(act),
             nn.ConvTranspose2d(16, 8, 3, stride=2, padding=1, output_padding=1, bias=False), nn.BatchNorm2d(8),
@@ -137,13 +144,6 @@ class FlatDecoder(nn.Module):
 
     def forward(self, z):
         return self.net(self.dense(z))
-
-
-def _dense(sizes: list[int], act: str) -> list[nn.Module]:
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b, bias=False), nn.BatchNorm1d(b), activation(act)]
-    return layers
 
 
 class MlpEncoder(nn.Module):

@@ -28,13 +28,12 @@ from jobs.data import load_split  # noqa: E402
 from jobs.schema import DataConfig  # noqa: E402
 from treediff.data.tensors import to_model_range  # noqa: E402
 from treediff.metrics.clustering import cluster_acc, leaf_purity, nmi  # noqa: E402
-from treediff.vae.trainer import PHASE_RE, leaf_assignments, load_tree_model  # noqa: E402
+from treediff.vae.trainer import PHASE_RE, complete_phases, leaf_assignments, load_tree_model  # noqa: E402
 
 
 def phases(run_dir: Path) -> list[Path]:
     """The run's complete phase checkpoints in the order they were written (tree/phase-NNN-kind...)."""
-    tree = run_dir / "tree"
-    found = sorted(p for p in tree.iterdir() if p.is_dir() and PHASE_RE.match(p.name)) if tree.is_dir() else []
+    found = complete_phases(run_dir / "tree")
     if not found:
         raise SystemExit(f"{run_dir / 'tree'} holds no phase checkpoints: is {run_dir} a `treediff grow` run dir?")
     return found

@@ -198,9 +198,7 @@ class GrowthRun:
 
     # ------------------------------------------------------------------ checkpoints
     def complete_phases(self) -> list[Path]:
-        if not self.dir.is_dir():
-            return []
-        return sorted(p for p in self.dir.iterdir() if p.is_dir() and PHASE_RE.match(p.name))
+        return complete_phases(self.dir)
 
     def _save(self, model: TreeVAE, state: GrowthState, kind: str, leaf: int | None = None,
               extra: dict[str, Any] | None = None) -> Path:
@@ -319,10 +317,18 @@ class GrowthRun:
                            leaf=decision.leaf, removed=removed, sizes=decision.sizes)
 
 
+def complete_phases(tree_dir: Path) -> list[Path]:
+    """The complete phase checkpoints under a run's tree/ directory, in the order they were written
+    (a checkpoint still being written has a temporary name and is not listed)."""
+    if not tree_dir.is_dir():
+        return []
+    return sorted(p for p in tree_dir.iterdir() if p.is_dir() and PHASE_RE.match(p.name))
+
+
 def final_checkpoint(run_dir: str | Path) -> Path:
     """The last complete phase of a finished growth run (its finetune phase)."""
     tree_dir = Path(run_dir) / "tree"
-    phases = sorted(p for p in tree_dir.iterdir() if p.is_dir() and PHASE_RE.match(p.name)) if tree_dir.is_dir() else []
+    phases = complete_phases(tree_dir)
     if not phases or PHASE_RE.match(phases[-1].name).group(2) != "finetune":
         raise FileNotFoundError(f"no finished tree under {tree_dir}: run `treediff grow run_dir={run_dir}` first")
     return phases[-1]

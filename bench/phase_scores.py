@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/, not the projec
 from jobs.data import load_split  # noqa: E402
 from jobs.schema import DataConfig  # noqa: E402
 from treediff.data.tensors import to_model_range  # noqa: E402
+from treediff.metrics.baselines import kmeans_baseline  # noqa: E402
 from treediff.metrics.clustering import cluster_acc, leaf_purity, nmi  # noqa: E402
 from treediff.vae.trainer import PHASE_RE, complete_phases, leaf_assignments, load_tree_model  # noqa: E402
 
@@ -63,16 +64,10 @@ def features(model, images: np.ndarray, batch: int = 1000) -> dict[str, np.ndarr
 
 
 def kmeans_scores(model, train, test, k: int) -> dict[str, tuple[float, float]]:
-    from sklearn.cluster import KMeans
-
+    """The pixel baseline's k-means (treediff/metrics/baselines.py) on each of the model's features."""
     f_train, f_test = features(model, train.images), features(model, test.images)
-    labels = np.asarray(test.labels)
-    scores = {}
-    for name in f_train:
-        fit = KMeans(k, n_init=10, random_state=0).fit(f_train[name])
-        assigned = fit.predict(f_test[name])
-        scores[name] = (nmi(labels, assigned), cluster_acc(labels, assigned))
-    return scores
+    scores = {name: kmeans_baseline(f_train[name], f_test[name], test.labels, k) for name in f_train}
+    return {name: (s["nmi"], s["acc"]) for name, s in scores.items()}
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ end-of-time warning checkpoints, requeues, and the requeued run resumes; a cance
 no process behind, Ray's included."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,6 +99,19 @@ def scontrol_job(job_id: str) -> str:
     return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
 
 
+def daemon_logs(job_id: str, lines: int = 20) -> str:
+    """The slurmctld and slurmd log lines that name the job (scripts/slurm-local.sh's config
+    has the daemons write under /var/log/slurm), for a failure message."""
+    naming = re.compile(rf"(JobId=|[Jj]ob |\[){job_id}\b")
+    out = []
+    for name in ("slurmctld", "slurmd"):
+        path = Path("/var/log/slurm") / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        hits = [line for line in text.splitlines() if naming.search(line)]
+        out.append(f"\n--- {path}, the lines naming job {job_id}\n" + "\n".join(hits[-lines:]))
+    return "".join(out)
+
+
 def test_end_of_time_warning_checkpoints_then_requeues_and_the_run_resumes(slurm, tmp_path):
     # the USR1 warning (what --signal=B:USR1@300 sends), delivered now: the driver checkpoints
     # mid-phase and stops, the job requeues itself, and its second run continues that phase
@@ -109,8 +123,9 @@ def test_end_of_time_warning_checkpoints_then_requeues_and_the_run_resumes(slurm
     ray_run = tmp_path / "run" / "ray" / "tree"
     log = tmp_path / "run" / "slurm" / f"treediff-grow-{job_id}.out"
 
-    def story() -> str:  # what a failure message needs: the job as Slurm sees it, and its log
-        return scontrol_job(job_id) + "\n--- " + str(log) + "\n" + (log.read_text()[-4000:] if log.exists() else "(none)")
+    def story() -> str:  # what a failure message needs: the job as Slurm and its daemons saw it, and its log
+        return (scontrol_job(job_id) + daemon_logs(job_id) + "\n--- " + str(log) + "\n"
+                + (log.read_text()[-4000:] if log.exists() else "(none)"))
     deadline = time.time() + 300
     while not list(ray_run.glob("checkpoint_*/progress.json")):  # the first phase is training
         assert time.time() < deadline, story()
@@ -121,7 +136,12 @@ def test_end_of_time_warning_checkpoints_then_requeues_and_the_run_resumes(slurm
         assert time.time() < deadline and not any(s in out for s in ("FAILED", "CANCELLED", "TIMEOUT")), out + story()
         job = scontrol_job(job_id)
         if not released and "JobState=PENDING" in job and "Restarts=1" in job:
-            # slurmctld holds a requeued batch job for ~2 min (its begin time); the test starts it now
+            # slurmctld holds a requeued batch job for ~2 min (its begin time); the test starts it
+            # now, but not in the second the requeue revoked the first run's credential: slurmd
+            # refuses a launch whose credential is dated in that second (exit 1 in 0 s, "Job
+            # credential revoked" in slurmctld's log). A later begin time would wait for the
+            # backfill scheduler's next pass (~30 s); the update itself starts the job at once.
+            time.sleep(2)
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
             released = True
         time.sleep(1)

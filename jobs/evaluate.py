@@ -207,7 +207,8 @@ def summarize(name: str, merged: dict[str, Any], ref: FeatureStats, label: dict[
         out["generation"] = {"n": gen.n, "label": label["generation"], "fid": frechet_distance(gen.stats["samples"], ref),
                              "fid_treevae": frechet_distance(gen.stats["treevae"], ref), "wall_s": gen.wall_s}
         if gen.class_counts:  # routed from the prior: size-weighted over the leaves the draws reached
-            out["generation"]["mean_purity"] = purity_report(gen.class_counts)["mean_purity"]
+            out["generation"]["purity"] = purity_report(gen.class_counts)
+            out["generation"]["mean_purity"] = out["generation"]["purity"]["mean_purity"]
             out["generation"]["mean_purity_treevae"] = purity_report(gen.class_counts_treevae)["mean_purity"]
         sweep = {}
         for w in guidance or []:
@@ -269,6 +270,16 @@ def diagnostics(cfg: JobConfig, test, classifier: Path, n_classes: int, ckpt: Pa
     return {"ceiling": ceiling, "confusion": conf}
 
 
+def caveats(report: dict[str, Any]) -> list[str]:
+    """What a reader of the report's purities must know (treediff.eval.diagnostics.purity_caveats)."""
+    from treediff.eval.diagnostics import purity_caveats
+
+    accuracy = (report.get("confusion") or {}).get("accuracy", (report.get("classifier") or {}).get("test_acc"))
+    routed = {name: r["generation"]["purity"] for name, r in report["checkpoints"].items()
+              if "purity" in r.get("generation", {})}
+    return purity_caveats(accuracy, routed)
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Evaluation of {report['run_dir']}", ""]
     tree = report.get("tree") or {}
@@ -278,6 +289,8 @@ def markdown(report: dict[str, Any]) -> str:
                   f"dendrogram purity {tree['dendrogram_purity']:.3f}", ""]
     if report.get("classifier"):
         lines += [f"Purity classifier: test accuracy {report['classifier']['test_acc']:.3f}", ""]
+    if report.get("caveats"):
+        lines += ["Caveats:", *[f"- {line}" for line in report["caveats"]], ""]
     if report.get("ceiling"):
         c = report["ceiling"]
         lines += [f"Ceiling: the tree's leaf purity on the {c['n']} real test images {c['mean_purity']:.3f} "
@@ -404,6 +417,9 @@ def _run(cfg: JobConfig, plain: dict) -> dict[str, Any]:
             print(f"[evaluate] {name} leaf purity: mean {pr['mean_purity']:.3f} "
                   + " ".join(f"{l}:{v['purity']:.2f}" for l, v in pr["leaves"].items()) + f" ({png})", flush=True)
     kept = keep_earlier(report, out_dir / "report.json", run_dir)
+    report["caveats"] = caveats(report)
+    for line in report["caveats"]:
+        print(f"[evaluate] caveat: {line}", flush=True)
     tb.text("eval/report", markdown(report))
     tb.close()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,10 @@ def test_fashion_mnist_quick_runs_end_to_end(tmp_path):
     assert (config["model"]["encoder"], config["model"]["image_size"], config["model"]["latent_channels"]) == (
         "cnn1", 28, 16)  # the reference architecture at full size
     assert config["diffusion"]["pad_to"] == 32 and config["growth"]["intermediate_fulltrain_every"] == 3
+    # a one-epoch classifier on 2,048 images is far from 0.9 accuracy: the report says its purities are rough
+    report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
+    assert any("classifier's test accuracy" in line for line in report["caveats"]), report["caveats"]
+    assert "Caveats:" in (tmp_path / "run" / "eval" / "report.md").read_text()
 
 
 def write_cifar_from_photos(root, per_batch: int, n_test: int):

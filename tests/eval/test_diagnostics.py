@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from treediff.eval.diagnostics import confusion, per_leaf_mean, purity_ceiling
+from treediff.eval.diagnostics import confusion, per_leaf_mean, purity_caveats, purity_ceiling
 from treediff.metrics.baselines import kmeans_baseline, ward_baseline
 from treediff.metrics.clustering import leaf_purity
 from treediff.vae import TreeVAE, TreeVAEConfig
@@ -43,3 +43,15 @@ def test_baselines_find_well_separated_blobs():
     km = kmeans_baseline(xtr.reshape(-1, 4, 4, 1), xte.reshape(-1, 4, 4, 1), yte, k=3)
     ward = ward_baseline(xtr.reshape(-1, 4, 4, 1), xte.reshape(-1, 4, 4, 1), yte, k=3)
     assert km["nmi"] == pytest.approx(1.0) and ward["nmi"] == pytest.approx(1.0) and ward["acc"] == 1.0
+
+
+def test_caveats_name_a_weak_classifier_and_a_sink_class():
+    from treediff.metrics.purity import purity_report
+    sink = purity_report({1: np.array([9, 1, 0]), 2: np.array([10, 0, 0]), 3: np.array([8, 0, 2])})  # 27 of 30 in class 0
+    spread = purity_report({1: np.array([9, 1, 0]), 2: np.array([0, 10, 0]), 3: np.array([1, 0, 9])})
+    two_leaves = purity_report({1: np.array([9, 1, 0]), 2: np.array([10, 0, 0])})  # too few leaves to tell
+    assert purity_caveats(0.99, {"path": spread, "recon": two_leaves}) == []
+    lines = purity_caveats(0.584, {"path": sink, "recon": spread})
+    assert len(lines) == 2
+    assert "0.584" in lines[0] and "eval.classifier_epochs" in lines[0]
+    assert lines[1].startswith("path: 90% of the generations routed to 3 leaves are classified as class 0")

@@ -38,3 +38,8 @@ def test_bad_input_is_refused():
         purity([0, 0])
     with pytest.raises(ValueError, match="no leaf"):
         purity_report({1: np.zeros(3)})
+
+
+def test_report_names_the_class_that_takes_the_most_generations():
+    r = purity_report({1: np.array([6, 2, 0]), 2: np.array([4, 0, 0]), 5: np.array([0, 0, 8])})
+    assert r["largest_class"] == 0 and r["largest_class_share"] == pytest.approx(10 / 20)

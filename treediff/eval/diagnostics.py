@@ -64,3 +64,27 @@ def confusion_figure(report: dict[str, Any], classes: list[str], title: str = ""
     ax.set_title(title or f"purity classifier on the real test split (accuracy {report['accuracy']:.3f})", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def purity_caveats(classifier_accuracy: float | None, routed: dict[str, dict[str, Any]],
+                   min_accuracy: float = 0.9, max_class_share: float = 0.5) -> list[str]:
+    """Why the purities of a report may not mean what they say, in words for its reader.
+
+    classifier_accuracy: the purity classifier's accuracy on the real test split; routed: per
+    checkpoint, the purity report of its routed generations (treediff.metrics.purity). Every
+    purity is read through the classifier: below `min_accuracy` it is a rough reading. And one
+    class taking more than `max_class_share` of the generations routed to three or more leaves
+    is either a class the classifier sends unclear images to (a sink) or a generator that ignores
+    its leaf; either way a high purity then says nothing about the leaves.
+    """
+    out = []
+    if classifier_accuracy is not None and classifier_accuracy < min_accuracy:
+        out.append(f"the purity classifier's test accuracy is {classifier_accuracy:.3f} (< {min_accuracy}): every "
+                   f"purity is read through it (eval.classifier_epochs trains it longer)")
+    for name, report in routed.items():
+        share, leaves = report["largest_class_share"], len(report["leaves"])
+        if leaves >= 3 and share > max_class_share:
+            out.append(f"{name}: {share:.0%} of the generations routed to {leaves} leaves are classified as class "
+                       f"{report['largest_class']}: a sink class of the classifier or a generator that ignores its "
+                       f"leaf, so their purity says nothing about the leaves")
+    return out

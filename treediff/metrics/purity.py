@@ -35,7 +35,8 @@ def class_entropy(counts) -> float:
 
 
 def purity_report(counts_by_leaf: dict[int, np.ndarray]) -> dict[str, Any]:
-    """Per leaf: n, histogram, majority class, purity, entropy; plus the size-weighted mean purity."""
+    """Per leaf: n, histogram, majority class, purity, entropy; plus the size-weighted mean purity
+    and entropy, and the class that takes the most generations over all leaves with its share."""
     leaves = {}
     for leaf, counts in sorted(counts_by_leaf.items()):
         counts = np.asarray(counts, dtype=np.int64)
@@ -46,5 +47,7 @@ def purity_report(counts_by_leaf: dict[int, np.ndarray]) -> dict[str, Any]:
     if not leaves:
         raise ValueError("purity report: no leaf has any generations")
     n = sum(v["n"] for v in leaves.values())
+    overall = np.sum([v["histogram"] for v in leaves.values()], axis=0)  # every leaf's generations together
     return {"leaves": leaves, "mean_purity": sum(v["purity"] * v["n"] for v in leaves.values()) / n,
-            "mean_entropy": sum(v["entropy"] * v["n"] for v in leaves.values()) / n}
+            "mean_entropy": sum(v["entropy"] * v["n"] for v in leaves.values()) / n,
+            "largest_class": int(overall.argmax()), "largest_class_share": float(overall.max() / n)}
